@@ -86,7 +86,7 @@ pub use protocol::{Endpoint, EndpointKind, Protocol};
 pub use routing::{Provider, RoutePlan, RouteTable, UpstreamKey};
 pub use secret::{KeyDigest, Secret};
 pub use traits::{
-    Adapters, AdmitRequest, BoxFuture, Exhausted, KeyPool, Lease, Maybe, Meter, ModelInfo, PolicyStore,
+    Adapters, AdmitRequest, BodySpans, BoxFuture, Exhausted, KeyPool, Lease, Maybe, Meter, ModelInfo, PolicyStore,
     ProtocolAdapter, RequestMeta, Reservation, StreamTap, UpstreamClient,
 };
 pub use usage::{AttemptRecord, Outcome, Price, RecordStatus, Usage, UsageRecord};

@@ -104,12 +104,14 @@ pub struct Endpoint {
     pub protocol: Protocol,
     /// For Gemini, the model named in the path.
     pub path_model: Option<Box<str>>,
+    /// Gemini `alt=sse`: the stream is SSE rather than one JSON array.
+    pub sse: bool,
 }
 
 impl Endpoint {
     /// Tells the endpoint from method, path and headers; `None` for paths the gateway does not serve.
     pub fn classify(method: &http::Method, path: &str, headers: &http::HeaderMap) -> Option<Endpoint> {
-        let plain = |kind, protocol| Some(Endpoint { kind, protocol, path_model: None });
+        let plain = |kind, protocol| Some(Endpoint { kind, protocol, path_model: None, sse: false });
         match (method, path) {
             (&http::Method::POST, "/v1/chat/completions") => plain(EndpointKind::ChatCompletions, Protocol::OpenAiChat),
             (&http::Method::POST, "/v1/responses") => plain(EndpointKind::Responses, Protocol::OpenAiResponses),
@@ -133,10 +135,17 @@ impl Endpoint {
                 if model.is_empty() || model.contains('/') {
                     return None;
                 }
-                Some(Endpoint { kind, protocol: Protocol::Gemini, path_model: Some(model.into()) })
+                Some(Endpoint { kind, protocol: Protocol::Gemini, path_model: Some(model.into()), sse: false })
             }
             _ => None,
         }
+    }
+
+    /// Like [`Endpoint::classify`], also reading the query (`alt=sse`).
+    pub fn from_uri(method: &http::Method, uri: &http::Uri, headers: &http::HeaderMap) -> Option<Endpoint> {
+        let mut e = Self::classify(method, uri.path(), headers)?;
+        e.sse = uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
+        Some(e)
     }
 
     /// The protocol to answer an unknown path in: guessed from the path prefix and headers.

@@ -137,6 +137,17 @@ pub struct RequestMeta {
     pub max_tokens: Option<u64>,
     /// Body size (for input estimates).
     pub body_len: usize,
+    /// Where the fields a passthrough rewrites sit in the body (byte ranges), so it is parsed once.
+    pub spans: BodySpans,
+}
+
+/// Byte ranges of fields in a client JSON body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BodySpans {
+    /// The `model` value (with its quotes).
+    pub model: Option<std::ops::Range<usize>>,
+    /// The `stream_options` value.
+    pub stream_options: Option<std::ops::Range<usize>>,
 }
 
 /// One model in a list answer.

@@ -50,7 +50,7 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let id = request_id(req.headers());
-        let ext = match Endpoint::classify(req.method(), req.uri().path(), req.headers()) {
+        let ext = match Endpoint::from_uri(req.method(), req.uri(), req.headers()) {
             Some(e) => Ok(e),
             None => Err(UnknownEndpoint(Endpoint::guess_protocol(req.uri().path(), req.headers()))),
         };

@@ -93,7 +93,7 @@ impl InMemoryMeter {
     }
 
     /// The bounded nodes of a principal, root first, with their policies.
-    fn bounded<'p>(p: &'p Principal) -> Vec<(Node, &'p Policy, String)> {
+    fn bounded(p: &Principal) -> Vec<(Node, &Policy, String)> {
         let mut v: Vec<(Node, &Policy, String)> = p
             .chain
             .iter()

@@ -1,0 +1,206 @@
+//! OpenAI Responses (`POST /v1/responses`, what Codex speaks): same-protocol passthrough, errors, usage.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use xai_core::{Endpoint, GatewayError, ModelInfo, Outcome, Protocol, ProtocolAdapter, RequestMeta, StreamTap, Usage};
+
+use crate::common::{self, json_str};
+use crate::openai_chat::OpenAiChat;
+use crate::sse;
+use crate::tap::{EventTap, Observer, TapState};
+
+/// The Responses adapter.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OpenAiResponses;
+
+#[derive(Deserialize, Default, Clone, Copy, Debug)]
+struct RUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    input_tokens_details: Option<InDetails>,
+    #[serde(default)]
+    output_tokens_details: Option<OutDetails>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, Debug)]
+struct InDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+    #[serde(default)]
+    cache_write_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, Debug)]
+struct OutDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+fn normalise(u: RUsage) -> Usage {
+    Usage {
+        prompt_tokens: u.input_tokens.unwrap_or(0),
+        completion_tokens: u.output_tokens.unwrap_or(0),
+        cached_tokens: u.input_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
+        cache_write_tokens: u.input_tokens_details.and_then(|d| d.cache_write_tokens).unwrap_or(0),
+        reasoning_tokens: u.output_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or(0),
+        ..Usage::default()
+    }
+}
+
+impl ProtocolAdapter for OpenAiResponses {
+    fn protocol(&self) -> Protocol {
+        Protocol::OpenAiResponses
+    }
+
+    fn inspect(&self, endpoint: &Endpoint, body: &Bytes) -> Result<RequestMeta, GatewayError> {
+        let mut m = OpenAiChat.inspect(endpoint, body)?;
+        #[derive(Deserialize)]
+        struct P {
+            #[serde(default)]
+            max_output_tokens: Option<u64>,
+        }
+        m.max_tokens = serde_json::from_slice::<P>(body).ok().and_then(|p| p.max_output_tokens);
+        m.include_usage = true;
+        Ok(m)
+    }
+
+    fn error_body(&self, err: &GatewayError) -> Bytes {
+        OpenAiChat.error_body(err)
+    }
+
+    fn stream_error(&self, message: &str, code: &str) -> Bytes {
+        failed_event(message, code)
+    }
+
+    fn models_body(&self, models: &[ModelInfo]) -> Bytes {
+        OpenAiChat.models_body(models)
+    }
+
+    fn upstream_path(&self, _: &Endpoint, _: &str, _: bool) -> String {
+        "/responses".into()
+    }
+
+    fn authorize(&self, key: &str, headers: &mut HeaderMap) {
+        OpenAiChat.authorize(key, headers)
+    }
+
+    fn passthrough_request(
+        &self,
+        body: &Bytes,
+        meta: &RequestMeta,
+        upstream_model: &str,
+    ) -> Result<Bytes, GatewayError> {
+        crate::anthropic::replace_model(body, meta, upstream_model)
+    }
+
+    fn response_usage(&self, body: &[u8]) -> Option<Usage> {
+        #[derive(Deserialize)]
+        struct R {
+            usage: Option<RUsage>,
+        }
+        serde_json::from_slice::<R>(body).ok()?.usage.map(normalise)
+    }
+
+    fn stream_tap(&self, _meta: &RequestMeta) -> Box<dyn StreamTap> {
+        Box::new(EventTap::new(RObserver))
+    }
+
+    fn classify_failure(&self, status: StatusCode, headers: &HeaderMap, body: &[u8], d: Duration) -> Outcome {
+        common::classify(status, headers, body, d, &["insufficient_quota"])
+    }
+}
+
+/// A `response.failed` event (Codex reads its code; it ignores bare `error` events).
+fn failed_event(message: &str, code: &str) -> Bytes {
+    format!(
+        "event: response.failed\ndata: {{\"type\":\"response.failed\",\"sequence_number\":0,\"response\":{{\"object\":\"response\",\"status\":\"failed\",\"output\":[],\"error\":{{\"code\":{},\"message\":{}}}}}}}\n\n",
+        json_str(code),
+        json_str(message)
+    )
+    .into()
+}
+
+#[derive(Debug)]
+struct RObserver;
+
+impl Observer for RObserver {
+    fn observe(&mut self, event: &[u8], st: &mut TapState) {
+        let name = sse::event_name(event).unwrap_or_default();
+        match name {
+            b"response.output_text.delta"
+            | b"response.function_call_arguments.delta"
+            | b"response.reasoning_summary_text.delta" => st.chunks += 1,
+            b"response.completed" | b"response.incomplete" | b"response.failed" => {
+                st.terminal = true;
+                st.failed |= name == b"response.failed";
+                #[derive(Deserialize)]
+                struct Ev {
+                    response: Option<Resp>,
+                }
+                #[derive(Deserialize)]
+                struct Resp {
+                    usage: Option<RUsage>,
+                }
+                if let Some(u) = sse::data(event)
+                    .and_then(|d| serde_json::from_slice::<Ev>(&d).ok())
+                    .and_then(|e| e.response)
+                    .and_then(|r| r.usage)
+                {
+                    st.usage = Some(normalise(u));
+                }
+            }
+            b"error" => st.failed = true,
+            _ => {}
+        }
+    }
+
+    fn truncated(&self, message: &str) -> Bytes {
+        failed_event(message, "upstream_stream_truncated")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xai_core::BodySpans;
+
+    #[test]
+    fn fixtures_usage() {
+        for (name, ok) in [
+            ("stream-text.sse", true),
+            ("stream-parallel-function-calls.sse", true),
+            ("stream-reasoning-summary-then-function-call.sse", true),
+            ("stream-reasoning-then-text.sse", true),
+            ("stream-web-search-annotations.sse", true),
+            ("stream-error-rate-limit.sse", false),
+        ] {
+            let src = std::fs::read(crate::fixtures_dir().join("openai-responses").join(name)).unwrap();
+            let meta = RequestMeta {
+                model: "m".into(),
+                stream: true,
+                include_usage: true,
+                max_tokens: None,
+                body_len: 0,
+                spans: BodySpans::default(),
+            };
+            let mut t = OpenAiResponses.stream_tap(&meta);
+            let mut out = Vec::new();
+            for c in src.chunks(17) {
+                out.extend_from_slice(&t.feed(Bytes::copy_from_slice(c)));
+            }
+            assert!(t.finish(None).is_empty(), "{name}: it ended with a terminal event");
+            assert_eq!(out, src);
+            assert_eq!(t.failed(), !ok, "{name}");
+            if ok {
+                let (u, reported) = t.usage();
+                assert!(reported && u.prompt_tokens > 0 && u.completion_tokens > 0, "{name}: {u:?}");
+            }
+        }
+    }
+}
