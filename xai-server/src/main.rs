@@ -1,1 +1,230 @@
-fn main() {}
+//! `xai-server`: the reference server of the xai AI gateway.
+//!
+//! With no arguments it starts the embedded default (127.0.0.1:8080, state under `./xai-data/`). See the README
+//! for the configuration reference.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod config;
+mod server;
+mod upstream;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use sha2::{Digest, Sha256};
+use xai_core::memory::{InMemoryKeyPool, InMemoryMeter, InMemoryPolicyStore};
+use xai_core::{Gateway, PolicyStore};
+
+use crate::config::Config;
+
+/// The xai AI gateway server.
+#[derive(Debug, Parser)]
+#[command(name = "xai-server", version, about = "xai: one governed entry point for all AI traffic")]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, env = "XAI_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address, e.g. 127.0.0.1:8080 (port 0 picks a free port).
+    #[arg(long, env = "XAI_LISTEN")]
+    listen: Option<String>,
+    /// Directory for state (the admin token digest; the database once durable storage lands).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Database URL (`sqlite://…` | `postgres://…`).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Redis URL.
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validates a configuration file and explains every error with its line.
+    Check {
+        /// The file to check.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Check { config }) = &cli.command {
+        return check(config);
+    }
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("xai-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xai-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(c) => {
+            let cat = c.catalog();
+            println!(
+                "{}: ok ({} providers, {} accounts, {} virtual keys, {} priced models)",
+                path.display(),
+                cat.providers.len(),
+                cat.accounts.len(),
+                cat.keys.len(),
+                cat.prices.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{}: {e}", path.display());
+            }
+            eprintln!("{}: {} error(s)", path.display(), errors.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        std::env::var("XAI_LOG").ok().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("XAI_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        b.json().flatten_event(true).init();
+    } else {
+        b.init();
+    }
+}
+
+/// The root admin token's digest: from the config, else from the data dir, else a new token printed once.
+fn admin_digest(cfg: &Config, data_dir: &Path, notes: &mut Vec<String>) -> Result<[u8; 32], String> {
+    if let Some(t) = cfg.admin_token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        notes.push("admin token: from the configuration".into());
+        return Ok(Sha256::digest(t.as_bytes()).into());
+    }
+    let file = data_dir.join("admin-token.sha256");
+    if let Ok(hex_digest) = std::fs::read_to_string(&file) {
+        let v = hex::decode(hex_digest.trim()).map_err(|_| format!("{} is corrupt", file.display()))?;
+        notes.push(format!("admin token: the one printed at first start (digest in {})", file.display()));
+        return v.try_into().map_err(|_| format!("{} is corrupt", file.display()));
+    }
+    let token = format!("xai-admin-{}", hex::encode(rand::random::<[u8; 24]>()));
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    write_private(&file, hex::encode(digest).as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    notes.push(format!("admin token (shown once; only its digest is kept in {}):\n\n    {token}\n", file.display()));
+    Ok(digest)
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(path)?.write_all(data)
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let cfg = match &cli.config {
+        Some(p) => Config::load(p).map_err(|errs| {
+            let lines: Vec<String> = errs.iter().map(|e| format!("{}: {e}", p.display())).collect();
+            lines.join("\n")
+        })?,
+        None => Config::default(),
+    };
+    let data_dir = cli.data_dir.clone().or_else(|| cfg.data_dir.clone()).unwrap_or_else(|| PathBuf::from("xai-data"));
+    std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
+    let mut notes = Vec::new();
+    notes.push(match &cli.config {
+        Some(p) => format!("config: {}", p.display()),
+        None => "config: none, embedded default (pass --config FILE to add providers and accounts)".into(),
+    });
+    let token_digest = admin_digest(&cfg, &data_dir, &mut notes)?;
+
+    if cli.database_url.is_some() || cfg.database_url.is_some() || cli.redis_url.is_some() || cfg.redis_url.is_some() {
+        tracing::warn!("database/redis URLs are set but durable storage is not in this build: state is in memory");
+    }
+    notes.push(format!("state: in memory (data dir {}); limits are per instance", data_dir.display()));
+
+    let catalog = cfg.catalog();
+    let summary = format!(
+        "providers: {}; accounts: {}; virtual keys: {}; priced models: {}",
+        if catalog.providers.is_empty() {
+            "none".to_string()
+        } else {
+            catalog
+                .providers
+                .iter()
+                .map(|p| format!("{} ({}, level {}, {} keys)", p.name, p.protocol, p.level, p.keys.len()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        catalog.accounts.len(),
+        catalog.keys.len(),
+        catalog.prices.len()
+    );
+    notes.push(summary);
+
+    let store = Arc::new(InMemoryPolicyStore::new(catalog).map_err(|e| e.to_string())?);
+    let pool = Arc::new(InMemoryKeyPool::new(&store.route_table(), cfg.pool()));
+    let meter: Arc<dyn xai_core::Meter> = Arc::new(InMemoryMeter::default());
+    let upstream = Arc::new(
+        upstream::HyperUpstream::new(Duration::from_millis(cfg.routing.connect_timeout_ms))
+            .map_err(|e| e.to_string())?,
+    );
+    let gateway = Gateway {
+        store: store.clone(),
+        pool: pool.clone(),
+        meter: meter.clone(),
+        adapters: xai_bridges::adapters(),
+        upstream,
+        config: cfg.gateway(),
+    };
+    let listen = cli.listen.clone().or_else(|| cfg.listen.clone()).unwrap_or_else(|| "127.0.0.1:8080".into());
+    let listener =
+        tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "xai-server {}", env!("CARGO_PKG_VERSION"));
+    for n in &notes {
+        let _ = writeln!(err, "  {n}");
+    }
+    drop(err);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "xai-server listening on {addr}");
+    let _ = out.flush();
+    drop(out);
+    tracing::info!(%addr, "listening");
+
+    let app = server::App {
+        gateway: gateway.service::<hyper::body::Incoming>(),
+        admin: admin::Admin { token_digest, meter: meter.clone(), pool },
+        store: store as Arc<dyn PolicyStore>,
+        meter,
+    };
+    server::serve(listener, app, Duration::from_millis(cfg.server.shutdown_grace_ms), server::signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
