@@ -215,7 +215,29 @@ impl RecordGuard {
             estimated: estimated && usage.total() > 0,
             attempts,
         };
-        tracing::debug!(request_id = %record.request_id, status = ?record.status, prompt = usage.prompt_tokens, completion = usage.completion_tokens, "usage recorded");
+        // The access log: one line per metered request, every attempt in it (disable with a `warn` filter).
+        if tracing::enabled!(target: "xai::access", tracing::Level::INFO) {
+            let attempts: Vec<String> = record
+                .attempts
+                .iter()
+                .map(|a| format!("{}/{}@{}:{}", a.provider, a.upstream_key, a.level, a.outcome))
+                .collect();
+            tracing::info!(
+                target: "xai::access",
+                request_id = %record.request_id,
+                account = %record.account_path,
+                model = %record.requested_model,
+                upstream_model = record.upstream_model.as_deref().unwrap_or("-"),
+                status = ?record.status,
+                http_status = record.http_status,
+                attempts = %attempts.join(","),
+                prompt_tokens = usage.prompt_tokens,
+                completion_tokens = usage.completion_tokens,
+                estimated = record.estimated,
+                latency_ms = record.latency_ms,
+                "request"
+            );
+        }
         c.meter.record(record, c.reservation);
     }
 }
