@@ -1,5 +1,6 @@
 //! Accounts, virtual keys and the policies that narrow down the tree.
 
+mod effective;
 mod pattern;
 mod resolve;
 
@@ -10,6 +11,7 @@ use std::time::SystemTime;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use effective::{Bound, EffectivePolicy, Source, Widening, check_narrowing, effective_of};
 pub use pattern::{ModelPattern, PatternError};
 pub use resolve::{ModelResolution, Refusal, ResolveCache};
 
