@@ -64,6 +64,8 @@
 #![warn(missing_docs)]
 
 pub mod body;
+pub mod control;
+pub mod day;
 pub mod error;
 pub mod ids;
 pub mod layers;

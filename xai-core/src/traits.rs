@@ -102,7 +102,7 @@ pub struct AdmitRequest<'a> {
 }
 
 /// A reservation taken at admission, settled by [`Meter::record`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Reservation {
     /// Accounts charged, root first.
     pub chain: Option<Arc<[AccountId]>>,
@@ -110,6 +110,25 @@ pub struct Reservation {
     pub tokens: u64,
     /// Implementation-defined slot (e.g. the window second the tokens were reserved in).
     pub slot: u64,
+    /// The counters charged (accounts, keys, per-model rules), for settlement.
+    pub nodes: Arc<[LimitNode]>,
+}
+
+/// A counter that admission charges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LimitNode {
+    /// An account (aggregate over its subtree).
+    Account(AccountId),
+    /// A key's own limits.
+    Key(crate::ids::KeyId),
+    /// A per-model rule of an account: the index in its `model_limits`.
+    Model(AccountId, u16),
+}
+
+impl Default for Reservation {
+    fn default() -> Self {
+        Self { chain: None, tokens: 0, slot: 0, nodes: Arc::from(Vec::new()) }
+    }
 }
 
 /// Limits, budgets and usage records (DESIGN §3).

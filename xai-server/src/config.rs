@@ -487,6 +487,7 @@ impl Config {
                 tpm: a.tpm,
                 tpd: a.tpd,
                 daily_limit: a.daily_limit,
+                model_limits: Vec::new(),
             };
             accounts.push(Account {
                 id,

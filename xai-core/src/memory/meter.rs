@@ -1,34 +1,47 @@
-//! In-memory [`Meter`]: per-account sliding-window RPM/TPM (aggregate over the subtree) and a bounded record log.
+//! In-memory [`Meter`]: per-account RPM/TPM over a sliding minute and RPD/TPD/daily credits per UTC day, each
+//! aggregate over the account's subtree, plus per-model rules; a bounded log of recent records.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::day::Day;
 use crate::error::GatewayError;
-use crate::ids::{AccountId, KeyId};
-use crate::policy::{Policy, Principal};
-use crate::traits::{AdmitRequest, BoxFuture, Maybe, Meter, Reservation};
+use crate::policy::{Limits, Principal};
+use crate::traits::{AdmitRequest, BoxFuture, LimitNode, Maybe, Meter, Reservation};
 use crate::usage::UsageRecord;
 
 const WINDOW: usize = 60;
 
-/// A 60-second sliding window in one-second buckets: requests and tokens.
+/// The counters of one node: a 60-second window in one-second buckets, and today's totals.
 #[derive(Debug)]
-struct Window {
+struct Counters {
     stamp: [u64; WINDOW],
     requests: [u64; WINDOW],
     tokens: [u64; WINDOW],
+    day: Day,
+    day_requests: u64,
+    day_tokens: u64,
+    day_spent: i64,
 }
 
-impl Default for Window {
+impl Default for Counters {
     fn default() -> Self {
-        Self { stamp: [0; WINDOW], requests: [0; WINDOW], tokens: [0; WINDOW] }
+        Self {
+            stamp: [0; WINDOW],
+            requests: [0; WINDOW],
+            tokens: [0; WINDOW],
+            day: Day(0),
+            day_requests: 0,
+            day_tokens: 0,
+            day_spent: 0,
+        }
     }
 }
 
-impl Window {
+impl Counters {
     fn bucket(&mut self, sec: u64) -> usize {
         let i = (sec % WINDOW as u64) as usize;
         if self.stamp[i] != sec {
@@ -39,32 +52,38 @@ impl Window {
         i
     }
 
+    fn live(&self, i: usize, sec: u64) -> bool {
+        self.stamp[i] + (WINDOW as u64) > sec && self.stamp[i] <= sec
+    }
+
     fn sums(&self, sec: u64) -> (u64, u64) {
-        let live = |i: usize| self.stamp[i] + (WINDOW as u64) > sec && self.stamp[i] <= sec;
-        (0..WINDOW).filter(|&i| live(i)).fold((0, 0), |(r, t), i| (r + self.requests[i], t + self.tokens[i]))
+        (0..WINDOW).filter(|&i| self.live(i, sec)).fold((0, 0), |(r, t), i| (r + self.requests[i], t + self.tokens[i]))
     }
 
     /// Seconds until the oldest live bucket leaves the window.
     fn retry_after(&self, sec: u64) -> u64 {
         (0..WINDOW)
-            .filter(|&i| self.stamp[i] + (WINDOW as u64) > sec && (self.requests[i] > 0 || self.tokens[i] > 0))
+            .filter(|&i| self.live(i, sec) && (self.requests[i] > 0 || self.tokens[i] > 0))
             .map(|i| self.stamp[i] + WINDOW as u64 - sec)
             .min()
             .unwrap_or(1)
     }
-}
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Node {
-    Account(AccountId),
-    Key(KeyId),
+    fn roll(&mut self, day: Day) {
+        if self.day != day {
+            self.day = day;
+            self.day_requests = 0;
+            self.day_tokens = 0;
+            self.day_spent = 0;
+        }
+    }
 }
 
 /// The in-memory meter: limits are correct for one instance.
 #[derive(Debug)]
 pub struct InMemoryMeter {
     epoch: Instant,
-    windows: RwLock<HashMap<Node, Arc<Mutex<Window>>>>,
+    counters: RwLock<HashMap<LimitNode, Arc<Mutex<Counters>>>>,
     log: Mutex<VecDeque<UsageRecord>>,
     log_cap: usize,
 }
@@ -75,71 +94,109 @@ impl Default for InMemoryMeter {
     }
 }
 
+fn limits_of(p: &crate::policy::Policy) -> Limits {
+    Limits { rpm: p.rpm, rpd: p.rpd, tpm: p.tpm, tpd: p.tpd, daily_limit: p.daily_limit }
+}
+
+fn until_midnight() -> Duration {
+    let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Duration::from_secs(86_400 - secs % 86_400)
+}
+
 impl InMemoryMeter {
     /// A meter keeping the last `log_cap` records.
     pub fn new(log_cap: usize) -> Self {
-        Self { epoch: Instant::now(), windows: RwLock::default(), log: Mutex::default(), log_cap }
+        Self { epoch: Instant::now(), counters: RwLock::default(), log: Mutex::default(), log_cap }
     }
 
     fn sec(&self) -> u64 {
         self.epoch.elapsed().as_secs()
     }
 
-    fn window(&self, n: Node) -> Arc<Mutex<Window>> {
-        if let Some(w) = self.windows.read().get(&n) {
+    fn node(&self, n: LimitNode) -> Arc<Mutex<Counters>> {
+        if let Some(w) = self.counters.read().get(&n) {
             return w.clone();
         }
-        self.windows.write().entry(n).or_default().clone()
+        self.counters.write().entry(n).or_default().clone()
     }
 
-    /// The bounded nodes of a principal, root first, with their policies.
-    fn bounded(p: &Principal) -> Vec<(Node, &Policy, String)> {
-        let mut v: Vec<(Node, &Policy, String)> = p
-            .chain
-            .iter()
-            .filter(|a| a.policy.rpm.is_some() || a.policy.tpm.is_some())
-            .map(|a| (Node::Account(a.id), &a.policy, format!("account {}", a.path)))
-            .collect();
-        if let Some(kp) = p.key.policy.as_ref().filter(|kp| kp.rpm.is_some() || kp.tpm.is_some()) {
-            v.push((Node::Key(p.key.id), kp, format!("key {}", p.key.prefix)));
+    /// The bounded nodes of a request, root first: accounts with limits, their per-model rules matching the
+    /// model, and the key's own limits.
+    fn bounded(p: &Principal, model: &str) -> Vec<(LimitNode, Limits, String)> {
+        let mut v = Vec::new();
+        for a in p.chain.iter() {
+            let l = limits_of(&a.policy);
+            if l.any() {
+                v.push((LimitNode::Account(a.id), l, format!("account {}", a.path)));
+            }
+            for (i, (g, l)) in a.policy.model_limits.iter().enumerate() {
+                if l.any() && g.matches(model) {
+                    v.push((LimitNode::Model(a.id, i as u16), *l, format!("account {} for models {}", a.path, g)));
+                }
+            }
+        }
+        if let Some(kp) = &p.key.policy {
+            let l = limits_of(kp);
+            if l.any() {
+                v.push((LimitNode::Key(p.key.id), l, format!("key {}", p.key.prefix)));
+            }
         }
         v
     }
 
     fn admit_now(&self, req: &AdmitRequest<'_>) -> Result<Reservation, GatewayError> {
-        let nodes = Self::bounded(req.principal);
+        let nodes = Self::bounded(req.principal, req.model);
         let sec = self.sec();
-        let reservation =
-            Reservation { chain: Some(req.principal.chain_ids.clone()), tokens: req.estimate_tokens, slot: sec };
+        let mut reservation = Reservation {
+            chain: Some(req.principal.chain_ids.clone()),
+            tokens: req.estimate_tokens,
+            slot: sec,
+            nodes: Arc::from(Vec::new()),
+        };
         if nodes.is_empty() {
             return Ok(reservation);
         }
-        let windows: Vec<_> = nodes.iter().map(|(n, _, _)| self.window(*n)).collect();
-        // Locks are taken root first, always in the same order: no deadlock, and the check-then-add is atomic
+        let day = Day::today();
+        let counters: Vec<_> = nodes.iter().map(|(n, _, _)| self.node(*n)).collect();
+        // Locks are taken root first, always in the same order: no deadlock, and check-then-add is atomic
         // across the whole path.
-        let mut guards: Vec<_> = windows.iter().map(|w| w.lock()).collect();
-        for ((_, policy, who), w) in nodes.iter().zip(guards.iter()) {
-            let (r, t) = w.sums(sec);
-            let refuse = |bound: &str, limit: u64| GatewayError::RateLimited {
+        let mut guards: Vec<_> = counters.iter().map(|w| w.lock()).collect();
+        for ((_, l, who), c) in nodes.iter().zip(guards.iter_mut()) {
+            c.roll(day);
+            let (r, t) = c.sums(sec);
+            let minute = |bound: &str, limit: u64| GatewayError::RateLimited {
                 message: format!("rate limit reached: {bound} {limit} of {who}"),
-                retry_after: Some(Duration::from_secs(w.retry_after(sec))),
+                retry_after: Some(Duration::from_secs(c.retry_after(sec))),
             };
-            if let Some(rpm) = policy.rpm
-                && r + 1 > rpm
-            {
-                return Err(refuse("rpm", rpm));
+            let daily = |bound: &str, limit: String| GatewayError::RateLimited {
+                message: format!("daily limit reached: {bound} {limit} of {who}"),
+                retry_after: Some(until_midnight()),
+            };
+            let est = req.estimate_tokens;
+            if let Some(x) = l.rpm.filter(|x| r + 1 > *x) {
+                return Err(minute("rpm", x));
             }
-            if let Some(tpm) = policy.tpm
-                && t + req.estimate_tokens > tpm
-            {
-                return Err(refuse("tpm", tpm));
+            if let Some(x) = l.tpm.filter(|x| t + est > *x) {
+                return Err(minute("tpm", x));
+            }
+            if let Some(x) = l.rpd.filter(|x| c.day_requests + 1 > *x) {
+                return Err(daily("rpd", x.to_string()));
+            }
+            if let Some(x) = l.tpd.filter(|x| c.day_tokens + est > *x) {
+                return Err(daily("tpd", x.to_string()));
+            }
+            if let Some(x) = l.daily_limit.filter(|x| c.day_spent >= x.0) {
+                return Err(daily("daily_limit", format!("{x} credits")));
             }
         }
-        for w in guards.iter_mut() {
-            let i = w.bucket(sec);
-            w.requests[i] += 1;
-            w.tokens[i] += req.estimate_tokens;
+        for c in guards.iter_mut() {
+            let i = c.bucket(sec);
+            c.requests[i] += 1;
+            c.tokens[i] += req.estimate_tokens;
+            c.day_requests += 1;
+            c.day_tokens += req.estimate_tokens;
         }
+        reservation.nodes = nodes.iter().map(|(n, _, _)| *n).collect();
         Ok(reservation)
     }
 }
@@ -150,18 +207,20 @@ impl Meter for InMemoryMeter {
     }
 
     fn record(&self, record: UsageRecord, reservation: Reservation) {
-        if let Some(chain) = &reservation.chain {
+        if !reservation.nodes.is_empty() {
             let actual = record.usage.total();
-            let nodes: Vec<Node> =
-                chain.iter().map(|a| Node::Account(*a)).chain(std::iter::once(Node::Key(record.key))).collect();
-            let map = self.windows.read();
-            for n in nodes {
-                if let Some(w) = map.get(&n) {
-                    let mut w = w.lock();
-                    let i = (reservation.slot % WINDOW as u64) as usize;
-                    if w.stamp[i] == reservation.slot {
-                        w.tokens[i] = (w.tokens[i] + actual).saturating_sub(reservation.tokens);
-                    }
+            let day = Day::of(record.time);
+            let map = self.counters.read();
+            for n in reservation.nodes.iter() {
+                let Some(c) = map.get(n) else { continue };
+                let mut c = c.lock();
+                let i = (reservation.slot % WINDOW as u64) as usize;
+                if c.stamp[i] == reservation.slot {
+                    c.tokens[i] = (c.tokens[i] + actual).saturating_sub(reservation.tokens);
+                }
+                if c.day == day {
+                    c.day_tokens = (c.day_tokens + actual).saturating_sub(reservation.tokens);
+                    c.day_spent = c.day_spent.saturating_add(record.cost.0);
                 }
             }
         }
@@ -185,18 +244,18 @@ impl Meter for InMemoryMeter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{AccountId, KeyId};
     use crate::money::Micros;
-    use crate::policy::{Account, Role, Status, VirtualKey};
+    use crate::policy::{Account, ModelPattern, Policy, Role, Status, VirtualKey};
     use crate::protocol::Protocol;
     use crate::secret::KeyDigest;
     use crate::usage::{RecordStatus, Usage};
-    use std::time::SystemTime;
 
-    fn principal(limits: &[(Option<u64>, Option<u64>)], key: u64) -> Principal {
-        let chain: Vec<Arc<Account>> = limits
-            .iter()
+    fn principal(policies: Vec<Policy>, key: u64) -> Principal {
+        let chain: Vec<Arc<Account>> = policies
+            .into_iter()
             .enumerate()
-            .map(|(i, (rpm, tpm))| {
+            .map(|(i, policy)| {
                 Arc::new(Account {
                     id: AccountId(i as u64 + 1),
                     parent: (i > 0).then_some(AccountId(i as u64)),
@@ -204,7 +263,7 @@ mod tests {
                     path: format!("a{i}").into(),
                     status: Status::Active,
                     role: Role::Member,
-                    policy: Policy { rpm: *rpm, tpm: *tpm, ..Policy::default() },
+                    policy,
                     balance: Micros::ZERO,
                 })
             })
@@ -221,7 +280,11 @@ mod tests {
         Principal::new(Arc::new(k), chain)
     }
 
-    fn record(p: &Principal, total: u64) -> UsageRecord {
+    fn lim(rpm: Option<u64>, tpm: Option<u64>) -> Policy {
+        Policy { rpm, tpm, ..Policy::default() }
+    }
+
+    fn record(p: &Principal, total: u64, cost: i64) -> UsageRecord {
         UsageRecord {
             request_id: crate::ids::RequestId::generate(),
             time: SystemTime::now(),
@@ -241,23 +304,25 @@ mod tests {
             latency_ms: 0,
             ttft_ms: None,
             usage: Usage { prompt_tokens: total, ..Usage::default() },
-            cost: Micros::ZERO,
+            cost: Micros(cost),
             estimated: false,
         }
+    }
+
+    fn ask<'a>(m: &InMemoryMeter, p: &'a Principal, model: &'a str, est: u64) -> Result<Reservation, GatewayError> {
+        m.admit_now(&AdmitRequest { principal: p, model, estimate_tokens: est })
     }
 
     #[test]
     fn parent_rpm_is_aggregate_over_children() {
         let m = InMemoryMeter::default();
-        // Two siblings under a parent with rpm 3: the fourth request of either is refused.
-        let a = principal(&[(Some(3), None), (None, None)], 1);
-        let mut b = principal(&[(Some(3), None), (None, None)], 2);
-        // b is a sibling: same root id 1, its own leaf id.
-        let leaf = Arc::new(Account { id: AccountId(99), ..(*b.chain[1]).clone() });
-        b = Principal::new(b.key.clone(), vec![b.chain[0].clone(), leaf]);
-        let ask = |p: &Principal| m.admit_now(&AdmitRequest { principal: p, model: "m", estimate_tokens: 1 });
-        assert!(ask(&a).is_ok() && ask(&b).is_ok() && ask(&a).is_ok());
-        let e = ask(&b).unwrap_err();
+        let a = principal(vec![lim(Some(3), None), lim(None, None)], 1);
+        let b0 = principal(vec![lim(Some(3), None), lim(None, None)], 2);
+        // b is a sibling of a: the same root, another leaf.
+        let leaf = Arc::new(Account { id: AccountId(99), ..(*b0.chain[1]).clone() });
+        let b = Principal::new(b0.key.clone(), vec![b0.chain[0].clone(), leaf]);
+        assert!(ask(&m, &a, "m", 1).is_ok() && ask(&m, &b, "m", 1).is_ok() && ask(&m, &a, "m", 1).is_ok());
+        let e = ask(&m, &b, "m", 1).unwrap_err();
         assert_eq!(e.status(), 429);
         assert!(e.to_string().contains("rpm 3 of account a0"), "{e}");
         assert!(e.retry_after().unwrap() <= Duration::from_secs(60));
@@ -266,24 +331,52 @@ mod tests {
     #[test]
     fn tpm_settles_to_actual() {
         let m = InMemoryMeter::default();
-        let p = principal(&[(None, Some(1000))], 1);
-        let ask = |est| m.admit_now(&AdmitRequest { principal: &p, model: "m", estimate_tokens: est });
-        let r = ask(900).unwrap();
-        assert!(ask(200).is_err(), "900 reserved + 200 > 1000");
-        // Actual usage was only 100: 900 frees up.
-        m.record(record(&p, 100), r);
-        assert!(ask(800).is_ok());
-        assert!(ask(200).is_err());
+        let p = principal(vec![lim(None, Some(1000))], 1);
+        let r = ask(&m, &p, "m", 900).unwrap();
+        assert!(ask(&m, &p, "m", 200).is_err(), "900 reserved + 200 > 1000");
+        m.record(record(&p, 100, 0), r);
+        assert!(ask(&m, &p, "m", 800).is_ok());
+        assert!(ask(&m, &p, "m", 200).is_err());
         assert_eq!(m.recent(10).len(), 1);
+    }
+
+    #[test]
+    fn day_bounds_and_daily_credits() {
+        let m = InMemoryMeter::default();
+        let p = principal(vec![Policy { rpd: Some(2), daily_limit: Some(Micros(10)), ..Policy::default() }], 1);
+        let r = ask(&m, &p, "m", 1).unwrap();
+        m.record(record(&p, 1, 10), r);
+        let e = ask(&m, &p, "m", 1).unwrap_err();
+        assert!(e.to_string().contains("daily_limit"), "{e}");
+        let q = principal(vec![Policy { rpd: Some(2), ..Policy::default() }], 2);
+        let m2 = InMemoryMeter::default();
+        ask(&m2, &q, "m", 1).unwrap();
+        ask(&m2, &q, "m", 1).unwrap();
+        assert!(ask(&m2, &q, "m", 1).unwrap_err().to_string().contains("rpd 2"));
+    }
+
+    #[test]
+    fn per_model_rules_apply_to_matching_models_only() {
+        let m = InMemoryMeter::default();
+        let rule = Limits { rpm: Some(1), ..Limits::default() };
+        let p = principal(
+            vec![Policy { model_limits: vec![(ModelPattern::new("gpt-4o*").unwrap(), rule)], ..Policy::default() }],
+            1,
+        );
+        ask(&m, &p, "gpt-4o", 1).unwrap();
+        assert!(ask(&m, &p, "gpt-4o-mini", 1).unwrap_err().to_string().contains("for models gpt-4o*"));
+        for _ in 0..5 {
+            ask(&m, &p, "o3", 1).unwrap();
+        }
     }
 
     #[test]
     fn unlimited_paths_take_no_locks() {
         let m = InMemoryMeter::default();
-        let p = principal(&[(None, None)], 1);
+        let p = principal(vec![lim(None, None)], 1);
         for _ in 0..100 {
-            m.admit_now(&AdmitRequest { principal: &p, model: "m", estimate_tokens: 10 }).unwrap();
+            ask(&m, &p, "m", 10).unwrap();
         }
-        assert!(m.windows.read().is_empty());
+        assert!(m.counters.read().is_empty());
     }
 }

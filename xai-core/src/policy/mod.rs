@@ -3,6 +3,7 @@
 mod effective;
 mod pattern;
 mod resolve;
+pub mod wire;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -68,6 +69,34 @@ pub struct Policy {
     pub tpd: Option<u64>,
     /// Credits per day.
     pub daily_limit: Option<Micros>,
+    /// Limits that apply to the models matching a glob (also aggregate over the subtree).
+    pub model_limits: Vec<(ModelPattern, Limits)>,
+}
+
+/// Numeric limits (used per model).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Requests per minute.
+    pub rpm: Option<u64>,
+    /// Requests per day.
+    pub rpd: Option<u64>,
+    /// Tokens per minute.
+    pub tpm: Option<u64>,
+    /// Tokens per day.
+    pub tpd: Option<u64>,
+    /// Credits per day.
+    pub daily_limit: Option<Micros>,
+}
+
+impl Limits {
+    /// Whether any bound is set.
+    pub fn any(&self) -> bool {
+        self.rpm.is_some()
+            || self.rpd.is_some()
+            || self.tpm.is_some()
+            || self.tpd.is_some()
+            || self.daily_limit.is_some()
+    }
 }
 
 impl Policy {

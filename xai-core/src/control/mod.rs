@@ -1,0 +1,312 @@
+//! The control plane: the account tree, virtual keys, credits and products, changed through an admin API.
+//!
+//! [`ControlPlane`] owns the mutable state behind one lock (every change is atomic: validate, apply, publish)
+//! and publishes an immutable snapshot to the [`InMemoryPolicyStore`] that the request path reads, so the hot
+//! path never takes this lock. Balances and product counters live here only.
+
+mod credits;
+mod explain;
+mod keys;
+mod products;
+mod tree;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+pub use credits::Transfer;
+pub use credits::{Entry, EntryKind};
+pub use explain::{Explain, ExplainStep, Subject};
+pub use keys::{IssuedKey, KeyInfo, NewKey};
+pub use products::{Product, ProductKind, ProductSpec, SourceProgress, SpendingMeter, Today};
+pub use tree::{AccountPatch, NewAccount};
+
+use crate::ids::{AccountId, KeyId};
+use crate::memory::{Catalog, InMemoryPolicyStore};
+use crate::money::Micros;
+use crate::policy::{Account, VirtualKey};
+
+/// Why an admin change was refused. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// Malformed input.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Unknown id (or outside the caller's scope).
+    #[error("{0}")]
+    NotFound(String),
+    /// Not allowed for this caller.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Duplicate name.
+    #[error("{0}")]
+    Conflict(String),
+    /// A policy that widens an ancestor's.
+    #[error("{0}")]
+    Widening(String),
+    /// Semantically impossible (cycles, over-allocation, …).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl AdminError {
+    /// HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            AdminError::BadRequest(_) => 400,
+            AdminError::Forbidden(_) => 403,
+            AdminError::NotFound(_) => 404,
+            AdminError::Conflict(_) => 409,
+            AdminError::Widening(_) | AdminError::Invalid(_) => 422,
+        }
+    }
+
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AdminError::BadRequest(_) => "bad_request",
+            AdminError::Forbidden(_) => "forbidden",
+            AdminError::NotFound(_) => "not_found",
+            AdminError::Conflict(_) => "conflict",
+            AdminError::Widening(_) => "policy_widening",
+            AdminError::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// Who is asking: the root admin, or an owner/admin key acting on its subtree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything.
+    Root,
+    /// The subtree below this account (the account itself read-only).
+    Subtree(AccountId),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct KeyRecord {
+    pub(crate) key: VirtualKey,
+    pub(crate) name: Option<String>,
+    pub(crate) created_at: SystemTime,
+}
+
+/// The mutable state.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) accounts: BTreeMap<AccountId, Account>,
+    pub(crate) keys: BTreeMap<KeyId, KeyRecord>,
+    pub(crate) ledger: Vec<Entry>,
+    pub(crate) products: BTreeMap<u64, Product>,
+    pub(crate) usage: HashMap<AccountId, products::DayUsage>,
+    pub(crate) next_account: u64,
+    pub(crate) next_key: u64,
+    pub(crate) next_product: u64,
+    pub(crate) next_entry: u64,
+    /// The non-account part of the catalog (providers, switch-over, prices).
+    pub(crate) base: Catalog,
+}
+
+/// The control plane. Cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct ControlPlane {
+    state: Mutex<State>,
+    store: Arc<InMemoryPolicyStore>,
+}
+
+/// An account as the admin API shows it (live balance).
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountView {
+    /// The account.
+    #[serde(flatten, serialize_with = "tree::ser_account")]
+    pub account: Account,
+}
+
+impl ControlPlane {
+    /// Starts from a catalog (accounts and keys in it are imported; ids are kept).
+    pub fn new(catalog: Catalog) -> Result<Self, AdminError> {
+        let store =
+            Arc::new(InMemoryPolicyStore::new(catalog.clone()).map_err(|e| AdminError::Invalid(e.to_string()))?);
+        let mut st = State {
+            next_account: catalog.accounts.iter().map(|a| a.id.0).max().unwrap_or(0) + 1,
+            next_key: catalog.keys.iter().map(|k| k.id.0).max().unwrap_or(0) + 1,
+            next_product: 1,
+            next_entry: 1,
+            ..State::default()
+        };
+        let now = SystemTime::now();
+        for a in &catalog.accounts {
+            if a.balance.0 > 0 {
+                st.push_entry(
+                    None,
+                    Some(a.id),
+                    a.balance,
+                    EntryKind::Mint,
+                    Some("initial credits from the configuration".into()),
+                    now,
+                );
+            }
+        }
+        st.accounts = catalog.accounts.iter().map(|a| (a.id, a.clone())).collect();
+        st.keys =
+            catalog.keys.iter().map(|k| (k.id, KeyRecord { key: k.clone(), name: None, created_at: now })).collect();
+        st.base = Catalog { accounts: vec![], keys: vec![], ..catalog };
+        Ok(Self { state: Mutex::new(st), store })
+    }
+
+    /// The read side used by the request path.
+    pub fn store(&self) -> Arc<InMemoryPolicyStore> {
+        self.store.clone()
+    }
+
+    /// Runs a change: `f` validates and applies on a scratch copy; on success the copy replaces the state and a
+    /// new snapshot is published. On error nothing changed.
+    pub(crate) fn change<T>(&self, f: impl FnOnce(&mut State) -> Result<T, AdminError>) -> Result<T, AdminError> {
+        let mut st = self.state.lock();
+        let mut scratch = st.clone_shallow();
+        let out = f(&mut scratch)?;
+        let catalog = scratch.catalog();
+        self.store.replace(catalog).map_err(|e| AdminError::Invalid(e.to_string()))?;
+        *st = scratch;
+        Ok(out)
+    }
+
+    /// Reads under the lock.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.state.lock())
+    }
+
+    /// Changes that do not alter what the request path sees (balances, products, usage): no snapshot rebuild.
+    pub(crate) fn change_quiet<T>(&self, f: impl FnOnce(&mut State) -> Result<T, AdminError>) -> Result<T, AdminError> {
+        let mut st = self.state.lock();
+        f(&mut st)
+    }
+}
+
+impl State {
+    fn clone_shallow(&self) -> State {
+        State {
+            accounts: self.accounts.clone(),
+            keys: self.keys.clone(),
+            ledger: self.ledger.clone(),
+            products: self.products.clone(),
+            usage: self.usage.clone(),
+            next_account: self.next_account,
+            next_key: self.next_key,
+            next_product: self.next_product,
+            next_entry: self.next_entry,
+            base: self.base.clone(),
+        }
+    }
+
+    /// Paths are derived from names and parents; recomputed for everyone after any change (moves and renames).
+    fn catalog(&mut self) -> Catalog {
+        let ids: Vec<AccountId> = self.accounts.keys().copied().collect();
+        for id in ids {
+            let path = self.path_of(id);
+            if let Some(a) = self.accounts.get_mut(&id) {
+                a.path = path.into();
+            }
+        }
+        Catalog {
+            accounts: self.accounts.values().cloned().collect(),
+            keys: self.keys.values().map(|k| k.key.clone()).collect(),
+            ..self.base.clone()
+        }
+    }
+
+    pub(crate) fn path_of(&self, id: AccountId) -> String {
+        let mut parts = Vec::new();
+        let mut cur = Some(id);
+        while let Some(c) = cur {
+            let Some(a) = self.accounts.get(&c) else { break };
+            parts.push(a.name.to_string());
+            cur = a.parent;
+            if parts.len() > 256 {
+                break;
+            }
+        }
+        parts.reverse();
+        parts.join("/")
+    }
+
+    /// The chain root first, `Arc`ed for the policy helpers.
+    pub(crate) fn chain(&self, id: AccountId) -> Vec<Arc<Account>> {
+        let mut v = Vec::new();
+        let mut cur = Some(id);
+        while let Some(c) = cur {
+            let Some(a) = self.accounts.get(&c) else { break };
+            let mut a = a.clone();
+            a.path = self.path_of(c).into();
+            v.push(Arc::new(a));
+            cur = v.last().and_then(|a| a.parent);
+            if v.len() > 256 {
+                break;
+            }
+        }
+        v.reverse();
+        v
+    }
+
+    /// Whether `anc` is `id` or one of its ancestors.
+    pub(crate) fn is_within(&self, id: AccountId, anc: AccountId) -> bool {
+        let mut cur = Some(id);
+        let mut n = 0;
+        while let Some(c) = cur {
+            if c == anc {
+                return true;
+            }
+            cur = self.accounts.get(&c).and_then(|a| a.parent);
+            n += 1;
+            if n > 256 {
+                return false;
+            }
+        }
+        false
+    }
+
+    pub(crate) fn account(&self, id: AccountId, scope: Scope) -> Result<&Account, AdminError> {
+        let a = self.accounts.get(&id).ok_or_else(|| AdminError::NotFound(format!("no account {id}")))?;
+        match scope {
+            Scope::Root => Ok(a),
+            Scope::Subtree(s) if self.is_within(id, s) => Ok(a),
+            Scope::Subtree(_) => Err(AdminError::NotFound(format!("no account {id}"))),
+        }
+    }
+
+    /// Accounts a scope may change: strictly below its own account.
+    pub(crate) fn writable(&self, id: AccountId, scope: Scope) -> Result<&Account, AdminError> {
+        let a = self.account(id, scope)?;
+        match scope {
+            Scope::Subtree(s) if s == id => Err(AdminError::Forbidden(format!(
+                "account {} cannot change itself; ask an administrator above it",
+                self.path_of(id)
+            ))),
+            _ => Ok(a),
+        }
+    }
+
+    pub(crate) fn view(&self, id: AccountId) -> Option<AccountView> {
+        let mut a = self.accounts.get(&id)?.clone();
+        a.path = self.path_of(id).into();
+        Some(AccountView { account: a })
+    }
+
+    pub(crate) fn push_entry(
+        &mut self,
+        from: Option<AccountId>,
+        to: Option<AccountId>,
+        amount: Micros,
+        kind: EntryKind,
+        note: Option<String>,
+        time: SystemTime,
+    ) -> Entry {
+        let e = Entry { id: self.next_entry, time, from, to, amount, kind, note };
+        self.next_entry += 1;
+        self.ledger.push(e.clone());
+        e
+    }
+}
