@@ -130,7 +130,9 @@ impl RouteTable {
                 break; // switch_over may form a cycle
             }
             visited.push(l);
-            if serving.contains(&l) && r.level_allowed(l) {
+            // The primary level must be one the caller may use; the switch-over chain behind it is the
+            // operator's failover topology, reached only through an allowed primary.
+            if serving.contains(&l) {
                 levels.push(l);
             }
             cur = self.switch_over(l);
@@ -184,9 +186,10 @@ mod tests {
         assert_eq!(t.plan(&res("gpt-4o", Some(1), None)).unwrap().levels, vec![Level(1), Level(2), Level(3)]);
         assert_eq!(t.plan(&res("gpt-4o", None, None)).unwrap().levels[0], Level(1));
         assert_eq!(t.plan(&res("claude-3", Some(1), None)).unwrap().levels, vec![Level(2)]);
-        assert_eq!(t.plan(&res("gpt-4o", Some(1), Some(vec![1]))).unwrap().levels, vec![Level(1)]);
+        // Switch-over levels follow an allowed primary even when the caller's own set is only the primary.
+        assert_eq!(t.plan(&res("gpt-4o", Some(1), Some(vec![1]))).unwrap().levels, vec![Level(1), Level(2), Level(3)]);
         assert_eq!(t.plan(&res("gpt-4o", Some(2), Some(vec![1]))), Err(PlanError::LevelRefused(Level(2))));
         assert_eq!(t.plan(&res("gemini", None, None)), Err(PlanError::NotServed));
-        assert_eq!(t.plan(&res("gpt-4o", None, Some(vec![3]))).unwrap().levels, vec![Level(3)]);
+        assert_eq!(t.plan(&res("gpt-4o", None, Some(vec![3]))).unwrap().levels, vec![Level(3), Level(1), Level(2)]);
     }
 }

@@ -1,20 +1,27 @@
-//! The admin API. Built so far: usage records and upstream key health. The rest of the contract paths (accounts,
-//! keys, credits, products, explain) belong to the control-plane work and answer 501 until then.
+//! The admin API (docs/admin-api.md): accounts, keys, credits, products, today, explain, providers, key health
+//! and usage, each authorised as the root admin or as an owner/admin key acting on its subtree.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use xai_core::control::{AdminError, ControlPlane, Scope};
 use xai_core::memory::InMemoryKeyPool;
-use xai_core::{Body, Meter, body};
+use xai_core::policy::{Role, Status};
+use xai_core::{AccountId, Body, KeyDigest, KeyId, Meter, Micros, PolicyStore, body};
 
 /// What the admin API needs.
 #[derive(Clone)]
 pub struct Admin {
     /// SHA-256 of the root admin token.
     pub token_digest: [u8; 32],
+    /// The control plane.
+    pub control: Arc<ControlPlane>,
     /// Usage source.
     pub meter: Arc<dyn Meter>,
     /// Key health source.
@@ -28,7 +35,7 @@ impl std::fmt::Debug for Admin {
 }
 
 /// A JSON response.
-pub fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+pub fn json(status: StatusCode, v: &impl serde::Serialize) -> Response<Body> {
     let mut r = Response::new(body::full(Bytes::from(serde_json::to_vec(v).unwrap_or_default())));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -40,57 +47,211 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     json(status, &serde_json::json!({"error": {"code": code, "message": message}}))
 }
 
+fn admin_error(e: AdminError) -> Response<Body> {
+    error(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST), e.code(), &e.to_string())
+}
+
+fn bad(msg: impl Into<String>) -> AdminError {
+    AdminError::BadRequest(msg.into())
+}
+
+type Answer = Result<Response<Body>, AdminError>;
+
+/// An authorisation refusal: status, code, message.
+type Refused = (StatusCode, &'static str, &'static str);
+
+fn ok(v: &impl serde::Serialize) -> Answer {
+    Ok(json(StatusCode::OK, v))
+}
+
+fn created(v: &impl serde::Serialize) -> Answer {
+    Ok(json(StatusCode::CREATED, v))
+}
+
+fn parse<T: DeserializeOwned>(b: &Bytes) -> Result<T, AdminError> {
+    if b.is_empty() {
+        return Err(bad("a JSON body is required"));
+    }
+    serde_json::from_slice(b).map_err(|e| bad(format!("invalid request body: {e}")))
+}
+
+fn id(s: &str, what: &str) -> Result<u64, AdminError> {
+    s.parse().map_err(|_| AdminError::NotFound(format!("no {what} {s:?}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreditsBody {
+    amount: Micros,
+    #[serde(default)]
+    note: Option<String>,
+}
+
 impl Admin {
-    fn authorized<B>(&self, req: &Request<B>) -> bool {
-        let Some(token) = req
+    /// Who is asking. Unknown tokens are 401; member keys 403.
+    fn scope<B>(&self, req: &Request<B>) -> Result<Scope, Refused> {
+        let unauthorized = || -> Refused {
+            (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "admin API needs `Authorization: Bearer <admin token or owner/admin key>`",
+            )
+        };
+        let token = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-        else {
-            return false;
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(unauthorized)?;
+        let d: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if bool::from(d.ct_eq(&self.token_digest)) {
+            return Ok(Scope::Root);
+        }
+        let store = self.control.store();
+        let Some(Ok(Some(p))) = futures_ready(store.principal(&KeyDigest::of(token))) else {
+            return Err(unauthorized());
         };
-        let d: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-        d.ct_eq(&self.token_digest).into()
+        if p.key.status != Status::Active
+            || p.key.expires_at.is_some_and(|t| t <= std::time::SystemTime::now())
+            || p.chain.iter().any(|a| a.status != Status::Active)
+        {
+            return Err(unauthorized());
+        }
+        match p.account().role {
+            Role::Owner | Role::Admin => Ok(Scope::Subtree(p.account().id)),
+            Role::Member => Err((
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this key's account is a member: admin rights need role owner or admin",
+            )),
+        }
     }
 
     /// Handles `/admin/v1/...`.
-    pub fn handle<B>(&self, req: &Request<B>) -> Response<Body> {
-        if !self.authorized(req) {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "admin API needs `Authorization: Bearer <admin token>`",
-            );
-        }
-        let path = req.uri().path();
-        match (req.method(), path) {
-            (&http::Method::GET, "/admin/v1/usage") => {
-                let limit = query(req.uri(), "limit").and_then(|v| v.parse::<usize>().ok()).unwrap_or(100).min(10_000);
-                let records = self.meter.recent(limit);
-                json(StatusCode::OK, &serde_json::json!({ "records": records }))
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<xai_core::BoxError>,
+    {
+        let scope = match self.scope(&req) {
+            Ok(s) => s,
+            Err((status, code, message)) => return error(status, code, message),
+        };
+        let (parts, b) = req.into_parts();
+        let body = match Limited::new(b, 1 << 20).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(_) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "bad_request",
+                    "admin request bodies are limited to 1 MiB",
+                );
             }
-            (&http::Method::GET, "/admin/v1/upstream-keys") => {
-                json(StatusCode::OK, &serde_json::json!({ "keys": self.pool.health() }))
-            }
-            (_, p) if KNOWN.iter().any(|k| p.starts_with(k)) => error(
-                StatusCode::NOT_IMPLEMENTED,
-                "not_implemented",
-                "this admin endpoint is part of the control plane, which this build does not include yet",
-            ),
-            _ => error(StatusCode::NOT_FOUND, "not_found", &format!("no admin endpoint {} {path}", req.method())),
+        };
+        let path = parts.uri.path().trim_end_matches('/').to_string();
+        let segs: Vec<&str> = path.trim_start_matches("/admin/v1/").split('/').collect();
+        match self.route(scope, &parts.method, &segs, &parts.uri, &body) {
+            Ok(r) => r,
+            Err(e) => admin_error(e),
         }
+    }
+
+    fn route(&self, scope: Scope, m: &Method, segs: &[&str], uri: &http::Uri, body: &Bytes) -> Answer {
+        let c = &self.control;
+        match (m, segs) {
+            (&Method::GET, ["accounts"]) => ok(&serde_json::json!({ "accounts": c.accounts(scope) })),
+            (&Method::POST, ["accounts"]) => created(&c.create_account(scope, parse(body)?)?),
+            (&Method::GET, ["accounts", a]) => ok(&c.account(scope, AccountId(id(a, "account")?))?),
+            (&Method::PATCH, ["accounts", a]) => {
+                ok(&c.update_account(scope, AccountId(id(a, "account")?), parse(body)?)?)
+            }
+            (&Method::DELETE, ["accounts", a]) => ok(&c.disable_account(scope, AccountId(id(a, "account")?))?),
+            (&Method::GET, ["accounts", a, "effective"]) => {
+                let (acc, eff) = c.effective(scope, AccountId(id(a, "account")?))?;
+                ok(&serde_json::json!({"account": acc.account.id, "path": &*acc.account.path, "effective": eff}))
+            }
+            (&Method::GET, ["accounts", a, "keys"]) => {
+                ok(&serde_json::json!({"keys": c.keys(scope, AccountId(id(a, "account")?))?}))
+            }
+            (&Method::POST, ["accounts", a, "keys"]) => {
+                let new = if body.is_empty() { Default::default() } else { parse(body)? };
+                created(&c.issue_key(scope, AccountId(id(a, "account")?), new)?)
+            }
+            (&Method::GET, ["keys", k]) => ok(&c.key(scope, KeyId(id(k, "key")?))?),
+            (&Method::DELETE, ["keys", k]) => ok(&c.revoke_key(scope, KeyId(id(k, "key")?))?),
+            (&Method::GET, ["keys", k, "effective"]) => {
+                let (key, eff) = c.key_effective(scope, KeyId(id(k, "key")?))?;
+                ok(&serde_json::json!({"key": key.id, "account": key.account, "effective": eff}))
+            }
+            (&Method::GET, ["accounts", a, "credits"]) => {
+                let (balance, ledger) = c.ledger(scope, AccountId(id(a, "account")?))?;
+                ok(&serde_json::json!({"balance": balance, "ledger": ledger}))
+            }
+            (&Method::POST, ["accounts", a, "credits"]) => {
+                let b: CreditsBody = parse(body)?;
+                ok(&c.transfer(scope, AccountId(id(a, "account")?), b.amount, b.note)?)
+            }
+            (&Method::GET, ["accounts", a, "products"]) => {
+                ok(&serde_json::json!({"products": c.products(scope, AccountId(id(a, "account")?))?}))
+            }
+            (&Method::POST, ["accounts", a, "products"]) => {
+                created(&c.add_product(scope, AccountId(id(a, "account")?), parse(body)?)?)
+            }
+            (&Method::GET, ["accounts", a, "today"]) => ok(&c.today(scope, AccountId(id(a, "account")?))?),
+            (&Method::POST, ["explain"]) => ok(&c.explain(scope, parse(body)?)?),
+            (&Method::GET, ["providers"]) => ok(&self.providers()),
+            (&Method::GET, ["upstream-keys"]) => ok(&serde_json::json!({ "keys": self.pool.health() })),
+            (&Method::GET, ["upstream-keys", k]) => {
+                let k = id(k, "upstream key")?;
+                let h = self
+                    .pool
+                    .health()
+                    .into_iter()
+                    .find(|h| h.id.0 as u64 == k)
+                    .ok_or_else(|| AdminError::NotFound(format!("no upstream key {k}")))?;
+                ok(&h)
+            }
+            (&Method::GET, ["usage"]) => {
+                let limit = query(uri, "limit").and_then(|v| v.parse::<usize>().ok()).unwrap_or(100).min(10_000);
+                let mut records = self.meter.recent(if scope == Scope::Root { limit } else { 10_000 });
+                if let Scope::Subtree(s) = scope {
+                    records.retain(|r| r.chain.contains(&s));
+                    let skip = records.len().saturating_sub(limit);
+                    records.drain(..skip);
+                }
+                ok(&serde_json::json!({ "records": records }))
+            }
+            (_, ["anomalies"]) => Err(AdminError::Invalid("anomaly detection is not built yet".into())),
+            _ => Err(AdminError::NotFound(format!("no admin endpoint {m} /admin/v1/{}", segs.join("/")))),
+        }
+    }
+
+    fn providers(&self) -> serde_json::Value {
+        let table = self.control.store().route_table();
+        let list: Vec<serde_json::Value> = table
+            .providers()
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "id": p.id.0, "name": &*p.name, "protocol": p.protocol, "base_url": &*p.base_url, "level": p.level.0,
+                    "models": p.models.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+                    "keys": p.keys.iter().map(|k| serde_json::json!({"id": k.id.0, "weight": k.weight})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::json!({ "providers": list })
     }
 }
 
-const KNOWN: [&str; 6] = [
-    "/admin/v1/accounts",
-    "/admin/v1/keys",
-    "/admin/v1/anomalies",
-    "/admin/v1/providers",
-    "/admin/v1/explain",
-    "/admin/v1/upstream-keys/",
-];
+/// The value of a `Maybe` that is ready (the in-memory store always is).
+fn futures_ready<T>(m: xai_core::Maybe<'_, T>) -> Option<T> {
+    match m {
+        xai_core::Maybe::Ready(t) => Some(t),
+        xai_core::Maybe::Pending(_) => None,
+    }
+}
 
 fn query<'a>(uri: &'a http::Uri, name: &str) -> Option<&'a str> {
     uri.query()?.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))

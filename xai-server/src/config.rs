@@ -379,8 +379,8 @@ impl Config {
                 err(span.clone(), format!("accounts.name: parent account {parent:?} of {name:?} is not defined"));
             }
             for k in &a.keys {
-                if k.trim().len() < 8 {
-                    err(span.clone(), format!("accounts.keys: a key of {name:?} is shorter than 8 characters"));
+                if k.trim().is_empty() {
+                    err(span.clone(), format!("accounts.keys: a key of {name:?} is empty"));
                 }
                 if !keys.insert(k.as_str()) {
                     err(span.clone(), format!("accounts.keys: a key of {name:?} is used twice"));

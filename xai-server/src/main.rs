@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256};
-use xai_core::memory::{InMemoryKeyPool, InMemoryMeter, InMemoryPolicyStore};
+use xai_core::control::{ControlPlane, SpendingMeter};
+use xai_core::memory::{InMemoryKeyPool, InMemoryMeter};
 use xai_core::{Gateway, PolicyStore};
 
 use crate::config::Config;
@@ -190,9 +191,11 @@ async fn run(cli: Cli) -> Result<(), String> {
     );
     notes.push(summary);
 
-    let store = Arc::new(InMemoryPolicyStore::new(catalog).map_err(|e| e.to_string())?);
+    let control = Arc::new(ControlPlane::new(catalog).map_err(|e| e.to_string())?);
+    let store = control.store();
     let pool = Arc::new(InMemoryKeyPool::new(&store.route_table(), cfg.pool()));
-    let meter: Arc<dyn xai_core::Meter> = Arc::new(InMemoryMeter::default());
+    let meter: Arc<dyn xai_core::Meter> =
+        Arc::new(SpendingMeter::new(Arc::new(InMemoryMeter::default()), control.clone()));
     let upstream = Arc::new(
         upstream::HyperUpstream::new(Duration::from_millis(cfg.routing.connect_timeout_ms))
             .map_err(|e| e.to_string())?,
@@ -224,7 +227,7 @@ async fn run(cli: Cli) -> Result<(), String> {
 
     let app = server::App {
         gateway: gateway.service::<hyper::body::Incoming>(),
-        admin: admin::Admin { token_digest, meter: meter.clone(), pool },
+        admin: admin::Admin { token_digest, control, meter: meter.clone(), pool },
         store: store as Arc<dyn PolicyStore>,
         meter,
     };

@@ -58,7 +58,7 @@ where
         });
     }
     if path.starts_with("/admin/") {
-        return Ok(app.admin.handle(&req));
+        return Ok(app.admin.handle(req).await);
     }
     req.extensions_mut().insert(ClientAddr(remote));
     app.gateway.clone().oneshot(req).await
