@@ -183,7 +183,9 @@ impl Admin {
             (&Method::DELETE, ["keys", k]) => ok(&c.revoke_key(scope, KeyId(id(k, "key")?))?),
             (&Method::GET, ["keys", k, "effective"]) => {
                 let (key, eff) = c.key_effective(scope, KeyId(id(k, "key")?))?;
-                ok(&serde_json::json!({"key": key.id, "account": key.account, "effective": eff}))
+                let path =
+                    c.account(scope, AccountId(key.account)).map(|a| a.account.path.to_string()).unwrap_or_default();
+                ok(&serde_json::json!({"key": key.id, "account": key.account, "path": path, "effective": eff}))
             }
             (&Method::GET, ["accounts", a, "credits"]) => {
                 let (balance, ledger) = c.ledger(scope, AccountId(id(a, "account")?))?;

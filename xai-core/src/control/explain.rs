@@ -126,22 +126,51 @@ impl ControlPlane {
             } else {
                 "active"
             };
-            step("key", format!("key {}", key.prefix), ok, detail.into());
+            step("key", format!("key {}", key.prefix), ok, format!("key {} is {detail}", key.prefix));
         }
         for a in p.chain.iter() {
             let ok = a.status == Status::Active;
-            step("status", a.path.to_string(), ok, if ok { "active".into() } else { "disabled".into() });
+            step(
+                "status",
+                a.path.to_string(),
+                ok,
+                format!("account {} is {}", a.path, if ok { "active" } else { "disabled" }),
+            );
         }
+        let label = |o: crate::policy::PolicyOwner<'_>| match o {
+            crate::policy::PolicyOwner::Key(k) => format!("key {}", k.prefix),
+            crate::policy::PolicyOwner::Account(a) => a.path.to_string(),
+        };
         for (owner, pol) in p.policies() {
             if let Some(nets) = &pol.allow_ips {
                 let list: Vec<String> = nets.iter().map(ToString::to_string).collect();
                 match s.ip {
-                    Some(ip) => step("ip", owner.to_string(), pol.allows_ip(ip), format!("{ip} in {list:?}")),
-                    None => step("ip", owner.to_string(), false, format!("restricted to {list:?}; no ip given")),
+                    Some(ip) if pol.allows_ip(ip) => {
+                        step("ip", label(owner), true, format!("{ip} is within {}", list.join(", ")))
+                    }
+                    Some(ip) => step(
+                        "ip",
+                        label(owner),
+                        false,
+                        format!("client address {ip} is not allowed (allowed: {})", list.join(", ")),
+                    ),
+                    None => step(
+                        "ip",
+                        label(owner),
+                        false,
+                        format!("addresses are restricted to {}; no ip given", list.join(", ")),
+                    ),
                 }
             }
             if let Some(r) = &pol.resources {
-                step("resource", owner.to_string(), pol.allows_resource(&endpoint), format!("{endpoint:?} in {r:?}"));
+                let ok = pol.allows_resource(&endpoint);
+                let verdict = if ok { "is allowed" } else { "is not allowed" };
+                step(
+                    "resource",
+                    label(owner),
+                    ok,
+                    format!("endpoint {endpoint:?} {verdict} (allowed: {})", r.join(", ")),
+                );
             }
         }
         let mut name = s.model.clone();
@@ -150,14 +179,19 @@ impl ControlPlane {
             if let Some(allow) = &pol.allow_models {
                 let ok = allow.iter().any(|g| g.matches(&name));
                 let list: Vec<&str> = allow.iter().map(|g| g.as_str()).collect();
-                step("allow_models", owner.to_string(), ok, format!("{name:?} against {list:?}"));
+                let detail = if ok {
+                    format!("model {name:?} matches {}", list.join(", "))
+                } else {
+                    format!("model {name:?} is not allowed for {owner} (allowed: {})", list.join(", "))
+                };
+                step("allow_models", label(owner), ok, detail);
                 if !ok {
                     walk_ok = false;
                     break;
                 }
             }
             if let Some((g, to)) = pol.model_mapper.iter().find(|(g, _)| g.matches(&name)) {
-                step("model_mapper", owner.to_string(), true, format!("{name:?} → {to:?} by rule {:?}", g.as_str()));
+                step("model_mapper", label(owner), true, format!("{name:?} → {to:?} by rule {:?}", g.as_str()));
                 name = to.to_string();
             }
         }
@@ -214,7 +248,7 @@ impl ControlPlane {
         Ok(Explain {
             allowed: first.is_none(),
             refused_by: first.map(|s| s.step),
-            reason: first.map(|s| format!("{}: {} ({})", s.step, s.detail, s.account)),
+            reason: first.map(|s| s.detail.clone()),
             upstream_model,
             level,
             plan,

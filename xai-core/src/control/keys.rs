@@ -116,7 +116,7 @@ impl State {
             status: if r.key.status == Status::Active { "active" } else { "revoked" },
             expires_at: r.key.expires_at.map(rfc3339),
             created_at: rfc3339(r.created_at),
-            policy: r.key.policy.as_ref().map(policy_json).unwrap_or_default(),
+            policy: policy_json(r.key.policy.as_ref().unwrap_or(&Policy::default())),
         }
     }
 

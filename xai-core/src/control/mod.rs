@@ -8,6 +8,8 @@ mod credits;
 mod explain;
 mod keys;
 mod products;
+#[cfg(test)]
+mod proptests;
 mod tree;
 
 use std::collections::{BTreeMap, HashMap};

@@ -345,8 +345,8 @@ impl ControlPlane {
             };
             let limits = serde_json::json!({
                 "rpm": lim(eff.rpm.as_ref().map(|b| (b.value.into(), &b.set_by.path)), serde_json::Value::Null),
-                "tpm": lim(eff.tpm.as_ref().map(|b| (b.value.into(), &b.set_by.path)), serde_json::Value::Null),
                 "rpd": lim(eff.rpd.as_ref().map(|b| (b.value.into(), &b.set_by.path)), u.requests.into()),
+                "tpm": lim(eff.tpm.as_ref().map(|b| (b.value.into(), &b.set_by.path)), serde_json::Value::Null),
                 "tpd": lim(eff.tpd.as_ref().map(|b| (b.value.into(), &b.set_by.path)), (u.prompt + u.completion).into()),
                 "daily_limit": lim(eff.daily_limit.as_ref().map(|b| (b.value.to_string().into(), &b.set_by.path)), u.spent.to_string().into()),
             });
