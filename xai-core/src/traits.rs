@@ -229,10 +229,10 @@ pub trait ProtocolAdapter: Send + Sync + 'static {
     ) -> Outcome;
 }
 
-/// Adapters by protocol.
+/// Adapters by protocol. One `Arc` inside: cloning it per request (every layer holds one) is one increment.
 #[derive(Clone, Default)]
 pub struct Adapters {
-    by: [Option<Arc<dyn ProtocolAdapter>>; 4],
+    by: Arc<[Option<Arc<dyn ProtocolAdapter>>; 4]>,
 }
 
 impl std::fmt::Debug for Adapters {
@@ -253,10 +253,11 @@ fn slot(p: Protocol) -> usize {
 
 impl Adapters {
     /// Registers an adapter (replacing one of the same protocol).
-    pub fn with(mut self, a: Arc<dyn ProtocolAdapter>) -> Self {
+    pub fn with(self, a: Arc<dyn ProtocolAdapter>) -> Self {
+        let mut by: [Option<Arc<dyn ProtocolAdapter>>; 4] = (*self.by).clone();
         let i = slot(a.protocol());
-        self.by[i] = Some(a);
-        self
+        by[i] = Some(a);
+        Self { by: Arc::new(by) }
     }
 
     /// The adapter of a protocol.

@@ -60,11 +60,13 @@ pub struct ServerSection {
     pub max_body_bytes: u64,
     /// How long SIGTERM waits for in-flight requests.
     pub shutdown_grace_ms: u64,
+    /// One log line per request (target `xai::access`, level info).
+    pub access_log: bool,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
-        Self { max_body_bytes: 32 << 20, shutdown_grace_ms: 30_000 }
+        Self { max_body_bytes: 32 << 20, shutdown_grace_ms: 30_000, access_log: true }
     }
 }
 

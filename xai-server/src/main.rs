@@ -23,6 +23,11 @@ use xai_core::{Gateway, PolicyStore};
 
 use crate::config::Config;
 
+// The request path allocates many small, short-lived buffers; mimalloc serves them with far less CPU than the
+// system allocator (measured with the load benchmark: see benches/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The xai AI gateway server.
 #[derive(Debug, Parser)]
 #[command(name = "xai-server", version, about = "xai: one governed entry point for all AI traffic")]
@@ -61,8 +66,13 @@ fn main() -> ExitCode {
     if let Some(Command::Check { config }) = &cli.command {
         return check(config);
     }
-    init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One worker per CPU this process may run on (affinity-aware), unless XAI_WORKERS says otherwise.
+    let workers = std::env::var("XAI_WORKERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("xai-server: cannot start the runtime: {e}");
@@ -102,10 +112,13 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(access_log: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter =
+    let mut filter =
         std::env::var("XAI_LOG").ok().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
+    if !access_log {
+        filter.push_str(",xai::access=off");
+    }
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     use std::io::IsTerminal;
     let b = tracing_subscriber::fmt()
@@ -158,6 +171,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         })?,
         None => Config::default(),
     };
+    init_logging(cfg.server.access_log);
     let data_dir = cli.data_dir.clone().or_else(|| cfg.data_dir.clone()).unwrap_or_else(|| PathBuf::from("xai-data"));
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
     let mut notes = Vec::new();
