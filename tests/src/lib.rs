@@ -19,6 +19,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod client;
 pub mod fixtures;
 pub mod harness;

@@ -105,8 +105,10 @@ impl RouteTable {
         l
     }
 
-    /// The plan for a resolution: primary level (chosen or lowest serving), then the switch-over chain, keeping
-    /// the levels that serve the model and that the caller may use. An empty plan means nothing can serve it.
+    /// The plan for a resolution: the primary level (chosen, or the lowest serving level the caller may use),
+    /// which must be one the caller may use, then its switch-over chain. The chain is the operator's failover
+    /// topology (`[switch_over]`): it is followed from an allowed primary even onto levels outside the caller's
+    /// own set, and only levels that serve the model are kept. An empty plan means nothing can serve it.
     pub fn plan(&self, r: &ModelResolution) -> Result<RoutePlan, PlanError> {
         let serving = self.levels_serving(&r.upstream_model);
         if serving.is_empty() {

@@ -208,8 +208,9 @@ async fn run(cli: Cli) -> Result<(), String> {
     let control = Arc::new(ControlPlane::new(catalog).map_err(|e| e.to_string())?);
     let store = control.store();
     let pool = Arc::new(InMemoryKeyPool::new(&store.route_table(), cfg.pool()));
-    let meter: Arc<dyn xai_core::Meter> =
-        Arc::new(SpendingMeter::new(Arc::new(InMemoryMeter::default()), control.clone()));
+    let counters = Arc::new(InMemoryMeter::default());
+    control.set_live_usage(counters.clone());
+    let meter: Arc<dyn xai_core::Meter> = Arc::new(SpendingMeter::new(counters, control.clone()));
     let upstream = Arc::new(
         upstream::HyperUpstream::new(Duration::from_millis(cfg.routing.connect_timeout_ms))
             .map_err(|e| e.to_string())?,

@@ -112,11 +112,29 @@ pub(crate) struct State {
     pub(crate) base: Catalog,
 }
 
+/// Where the control plane reads live use (the meter's counters) for `today` and `explain`.
+pub trait LiveUsageSource: Send + Sync + 'static {
+    /// Use of an account, aggregate over its subtree.
+    fn live_usage(&self, account: AccountId) -> crate::memory::LiveUsage;
+}
+
+impl LiveUsageSource for crate::memory::InMemoryMeter {
+    fn live_usage(&self, account: AccountId) -> crate::memory::LiveUsage {
+        self.live(account)
+    }
+}
+
 /// The control plane. Cheap to share (`Arc`).
-#[derive(Debug)]
 pub struct ControlPlane {
     state: Mutex<State>,
     store: Arc<InMemoryPolicyStore>,
+    live: std::sync::OnceLock<Arc<dyn LiveUsageSource>>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane").field("store", &self.store).finish_non_exhaustive()
+    }
 }
 
 /// An account as the admin API shows it (live balance).
@@ -156,7 +174,12 @@ impl ControlPlane {
         st.keys =
             catalog.keys.iter().map(|k| (k.id, KeyRecord { key: k.clone(), name: None, created_at: now })).collect();
         st.base = Catalog { accounts: vec![], keys: vec![], ..catalog };
-        Ok(Self { state: Mutex::new(st), store })
+        Ok(Self { state: Mutex::new(st), store, live: std::sync::OnceLock::new() })
+    }
+
+    /// Connects the meter whose counters `today` and `explain` report (once).
+    pub fn set_live_usage(&self, source: Arc<dyn LiveUsageSource>) {
+        let _ = self.live.set(source);
     }
 
     /// The read side used by the request path.

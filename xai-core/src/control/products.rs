@@ -98,6 +98,12 @@ impl Product {
         window && self.left_on(day).0 > 0
     }
 
+    fn in_window(&self, day: Day) -> bool {
+        self.starts.is_none_or(|s| s <= day)
+            && self.ends.is_none_or(|e| day <= e)
+            && self.expires.is_none_or(|e| day <= e)
+    }
+
     fn left_on(&self, day: Day) -> Micros {
         match self.kind {
             ProductKind::Subscription => {
@@ -320,7 +326,7 @@ impl ControlPlane {
         let day = Day::today();
         self.read(|st| {
             let a = st.account(account, scope)?;
-            let mut prods: Vec<Product> = st.products.values().filter(|p| p.account == account && p.active_on(day)).cloned().collect();
+            let mut prods: Vec<Product> = st.products.values().filter(|p| p.account == account && p.in_window(day)).cloned().collect();
             prods.sort_by_key(|p| (p.order_key(), p.id));
             let mut sources: Vec<SourceProgress> = prods
                 .iter()
@@ -339,16 +345,40 @@ impl ControlPlane {
             sources.push(SourceProgress { kind: "balance", id: None, allowance: None, used: None, remaining: a.balance });
             let u = st.subtree_usage(account, day);
             let eff = effective_of(&st.chain(account));
-            let lim = |b: Option<(serde_json::Value, &Arc<str>)>, used: serde_json::Value| match b {
-                Some((limit, by)) => serde_json::json!({"limit": limit, "used": used, "set_by": &**by}),
+            let live = self.live.get();
+            // The use that counts against a bound is that of the account that set it (aggregate over its subtree),
+            // as the meter sees it; without a meter, the control plane's own day totals.
+            let used = |src: &crate::policy::Source, field: &str| -> serde_json::Value {
+                let own = src.account.map(|a| st.subtree_usage(a, day)).unwrap_or_default();
+                match (live, src.account) {
+                    (Some(l), Some(a)) => {
+                        let x = l.live_usage(a);
+                        match field {
+                            "rpm" => x.requests_minute.into(),
+                            "tpm" => x.tokens_minute.into(),
+                            "rpd" => x.requests_today.into(),
+                            "tpd" => x.tokens_today.into(),
+                            _ => x.spent_today.to_string().into(),
+                        }
+                    }
+                    _ => match field {
+                        "rpd" => own.requests.into(),
+                        "tpd" => (own.prompt + own.completion).into(),
+                        "daily_limit" => own.spent.to_string().into(),
+                        _ => serde_json::Value::Null,
+                    },
+                }
+            };
+            let lim = |field: &str, b: Option<(serde_json::Value, &crate::policy::Source)>| match b {
+                Some((limit, src)) => serde_json::json!({"limit": limit, "used": used(src, field), "set_by": &*src.path}),
                 None => serde_json::Value::Null,
             };
             let limits = serde_json::json!({
-                "rpm": lim(eff.rpm.as_ref().map(|b| (b.value.into(), &b.set_by.path)), serde_json::Value::Null),
-                "rpd": lim(eff.rpd.as_ref().map(|b| (b.value.into(), &b.set_by.path)), u.requests.into()),
-                "tpm": lim(eff.tpm.as_ref().map(|b| (b.value.into(), &b.set_by.path)), serde_json::Value::Null),
-                "tpd": lim(eff.tpd.as_ref().map(|b| (b.value.into(), &b.set_by.path)), (u.prompt + u.completion).into()),
-                "daily_limit": lim(eff.daily_limit.as_ref().map(|b| (b.value.to_string().into(), &b.set_by.path)), u.spent.to_string().into()),
+                "rpm": lim("rpm", eff.rpm.as_ref().map(|b| (b.value.into(), &b.set_by))),
+                "rpd": lim("rpd", eff.rpd.as_ref().map(|b| (b.value.into(), &b.set_by))),
+                "tpm": lim("tpm", eff.tpm.as_ref().map(|b| (b.value.into(), &b.set_by))),
+                "tpd": lim("tpd", eff.tpd.as_ref().map(|b| (b.value.into(), &b.set_by))),
+                "daily_limit": lim("daily_limit", eff.daily_limit.as_ref().map(|b| (b.value.to_string().into(), &b.set_by))),
             });
             Ok(Today {
                 account,

@@ -79,6 +79,21 @@ impl Counters {
     }
 }
 
+/// Live use of one account, aggregate over its subtree.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveUsage {
+    /// Requests in the sliding minute.
+    pub requests_minute: u64,
+    /// Tokens in the sliding minute (reservations settled to actual use).
+    pub tokens_minute: u64,
+    /// Requests today (UTC).
+    pub requests_today: u64,
+    /// Tokens today.
+    pub tokens_today: u64,
+    /// Credits spent today.
+    pub spent_today: crate::money::Micros,
+}
+
 /// The in-memory meter: limits are correct for one instance.
 #[derive(Debug)]
 pub struct InMemoryMeter {
@@ -125,10 +140,9 @@ impl InMemoryMeter {
     fn bounded(p: &Principal, model: &str) -> Vec<(LimitNode, Limits, String)> {
         let mut v = Vec::new();
         for a in p.chain.iter() {
-            let l = limits_of(&a.policy);
-            if l.any() {
-                v.push((LimitNode::Account(a.id), l, format!("account {}", a.path)));
-            }
+            // Every account is counted, bounded or not: a bound added later must see the day's earlier
+            // traffic, and operators see each account's live use.
+            v.push((LimitNode::Account(a.id), limits_of(&a.policy), format!("account {}", a.path)));
             for (i, (g, l)) in a.policy.model_limits.iter().enumerate() {
                 if l.any() && g.matches(model) {
                     v.push((LimitNode::Model(a.id, i as u16), *l, format!("account {} for models {}", a.path, g)));
@@ -142,6 +156,23 @@ impl InMemoryMeter {
             }
         }
         v
+    }
+
+    /// Live use of an account (aggregate over its subtree): requests and tokens in the last minute, and today.
+    pub fn live(&self, account: crate::ids::AccountId) -> LiveUsage {
+        let Some(c) = self.counters.read().get(&LimitNode::Account(account)).cloned() else {
+            return LiveUsage::default();
+        };
+        let mut c = c.lock();
+        c.roll(Day::today());
+        let (requests_minute, tokens_minute) = c.sums(self.sec());
+        LiveUsage {
+            requests_minute,
+            tokens_minute,
+            requests_today: c.day_requests,
+            tokens_today: c.day_tokens,
+            spent_today: crate::money::Micros(c.day_spent),
+        }
     }
 
     fn admit_now(&self, req: &AdmitRequest<'_>) -> Result<Reservation, GatewayError> {
@@ -371,12 +402,17 @@ mod tests {
     }
 
     #[test]
-    fn unlimited_paths_take_no_locks() {
+    fn a_bound_added_later_sees_the_days_earlier_traffic() {
         let m = InMemoryMeter::default();
         let p = principal(vec![lim(None, None)], 1);
-        for _ in 0..100 {
-            ask(&m, &p, "m", 10).unwrap();
+        for _ in 0..4 {
+            let r = ask(&m, &p, "m", 10).unwrap();
+            m.record(record(&p, 3, 0), r);
         }
-        assert!(m.counters.read().is_empty());
+        let live = m.live(AccountId(1));
+        assert_eq!((live.requests_today, live.tokens_today, live.requests_minute), (4, 12, 4));
+        let bounded = principal(vec![Policy { rpd: Some(5), ..Policy::default() }], 1);
+        ask(&m, &bounded, "m", 1).unwrap();
+        assert!(ask(&m, &bounded, "m", 1).unwrap_err().to_string().contains("rpd 5"));
     }
 }
