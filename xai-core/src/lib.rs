@@ -52,6 +52,7 @@
 //! | [`Endpoint`] / [`layers::UnknownEndpoint`] | classify | respond, auth, decode, acl, route, meter, failover |
 //! | `Arc<`[`Principal`]`>` | auth | acl, route, admit, meter |
 //! | [`RequestMeta`] | decode | route, admit, meter, failover |
+//! | `Arc<`[`policy::ModelResolution`]`>` | route | admit (per-model limits match the name each account saw) |
 //! | [`RoutePlan`] | route | meter, failover |
 //! | [`Reservation`] | admit | meter (removes it; settles it with the record) |
 //! | [`layers::AttemptLog`] | meter | failover (appends every attempt) |

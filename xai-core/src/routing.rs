@@ -106,7 +106,7 @@ impl RouteTable {
     }
 
     /// The plan for a resolution: the primary level (chosen, or the lowest serving level the caller may use),
-    /// which must be one the caller may use, then its switch-over chain. The chain is the operator's failover
+    /// which must be one the caller may use and must serve the model, then its switch-over chain. The chain is the operator's failover
     /// topology (`[switch_over]`): it is followed from an allowed primary even onto levels outside the caller's
     /// own set, and only levels that serve the model are kept. An empty plan means nothing can serve it.
     pub fn plan(&self, r: &ModelResolution) -> Result<RoutePlan, PlanError> {
@@ -123,6 +123,10 @@ impl RouteTable {
         };
         if !r.level_allowed(primary) {
             return Err(PlanError::LevelRefused(primary));
+        }
+        // Switch-over is for failures of a level that serves the model, never a way around the caller's level.
+        if !serving.contains(&primary) {
+            return Err(PlanError::NotServed);
         }
         let mut levels = Vec::with_capacity(2);
         let mut visited = Vec::with_capacity(2);
@@ -176,6 +180,7 @@ mod tests {
             upstream_model: model.into(),
             level: level.map(Level),
             allowed_levels: allowed.map(|v| v.into_iter().map(Level).collect()),
+            seen: vec![],
         }
     }
 
@@ -187,7 +192,9 @@ mod tests {
         );
         assert_eq!(t.plan(&res("gpt-4o", Some(1), None)).unwrap().levels, vec![Level(1), Level(2), Level(3)]);
         assert_eq!(t.plan(&res("gpt-4o", None, None)).unwrap().levels[0], Level(1));
-        assert_eq!(t.plan(&res("claude-3", Some(1), None)).unwrap().levels, vec![Level(2)]);
+        // Level 1 does not serve claude: no silent jump to its switch-over level without a failure.
+        assert_eq!(t.plan(&res("claude-3", Some(1), None)), Err(PlanError::NotServed));
+        assert_eq!(t.plan(&res("claude-3", Some(2), None)).unwrap().levels, vec![Level(2)]);
         // Switch-over levels follow an allowed primary even when the caller's own set is only the primary.
         assert_eq!(t.plan(&res("gpt-4o", Some(1), Some(vec![1]))).unwrap().levels, vec![Level(1), Level(2), Level(3)]);
         assert_eq!(t.plan(&res("gpt-4o", Some(2), Some(vec![1]))), Err(PlanError::LevelRefused(Level(2))));

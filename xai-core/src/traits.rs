@@ -99,6 +99,8 @@ pub struct AdmitRequest<'a> {
     pub model: &'a str,
     /// Upper-bound token estimate (input + max output).
     pub estimate_tokens: u64,
+    /// The route step's resolution, when routing ran: per-model limits match the name each account saw.
+    pub resolution: Option<&'a crate::policy::ModelResolution>,
 }
 
 /// A reservation taken at admission, settled by [`Meter::record`].
@@ -123,6 +125,8 @@ pub enum LimitNode {
     Key(crate::ids::KeyId),
     /// A per-model rule of an account: the index in its `model_limits`.
     Model(AccountId, u16),
+    /// A per-model rule of a key.
+    KeyModel(crate::ids::KeyId, u16),
 }
 
 impl Default for Reservation {

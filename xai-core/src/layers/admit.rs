@@ -84,7 +84,13 @@ where
                 return Err(GatewayError::Internal("admit before route".into()));
             };
             let model = meta.model.clone();
-            let ask = AdmitRequest { principal: &p, model: &model, estimate_tokens: estimate_tokens(meta, dmt) };
+            let resolution = x.get::<Arc<crate::policy::ModelResolution>>().cloned();
+            let ask = AdmitRequest {
+                principal: &p,
+                model: &model,
+                estimate_tokens: estimate_tokens(meta, dmt),
+                resolution: resolution.as_deref(),
+            };
             let reservation = meter.admit(&ask).get().await?;
             req.extensions_mut().insert(reservation);
             inner.call(req).await

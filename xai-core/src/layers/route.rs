@@ -13,7 +13,7 @@ use tower::{Layer, Service};
 use super::GatewayResponse;
 use crate::body;
 use crate::error::GatewayError;
-use crate::policy::Principal;
+use crate::policy::{ModelResolution, Principal};
 use crate::protocol::{Endpoint, EndpointKind};
 use crate::routing::{PlanError, RoutePlan, RouteTable};
 use crate::traits::{Adapters, ModelInfo, PolicyStore, RequestMeta};
@@ -60,12 +60,13 @@ impl<S> std::fmt::Debug for Route<S> {
 }
 
 /// The route step: resolution along the path, then the plan over the table.
-pub fn plan(p: &Principal, table: &RouteTable, model: &str) -> Result<RoutePlan, GatewayError> {
+pub fn plan(p: &Principal, table: &RouteTable, model: &str) -> Result<(Arc<ModelResolution>, RoutePlan), GatewayError> {
     let r = p.resolve_model(model)?;
-    table.plan(&r).map_err(|e| match e {
+    let plan = table.plan(&r).map_err(|e| match e {
         PlanError::NotServed => GatewayError::ModelNotFound(r.upstream_model.to_string()),
         PlanError::LevelRefused(l) => p.level_refusal(l).into(),
-    })
+    })?;
+    Ok((r, plan))
 }
 
 /// The models `p` may use: exact names providers declare and priced models, each kept when the route step
@@ -84,7 +85,7 @@ pub fn visible_models(p: &Principal, store: &dyn PolicyStore) -> Vec<ModelInfo> 
     names
         .into_keys()
         .filter_map(|name| {
-            let plan = plan(p, &table, &name).ok()?;
+            let (_, plan) = plan(p, &table, &name).ok()?;
             let owner = table
                 .providers_at(plan.levels[0])
                 .find(|pr| pr.serves(&plan.upstream_model))
@@ -127,7 +128,8 @@ where
             return Either::Left(ready(Err(GatewayError::Internal("route before decode".into()))));
         };
         match plan(p, &self.store.route_table(), &meta.model) {
-            Ok(plan) => {
+            Ok((resolution, plan)) => {
+                req.extensions_mut().insert(resolution);
                 req.extensions_mut().insert(plan);
                 Either::Right(self.inner.call(req))
             }

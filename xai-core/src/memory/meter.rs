@@ -137,14 +137,19 @@ impl InMemoryMeter {
 
     /// The bounded nodes of a request, root first: accounts with limits, their per-model rules matching the
     /// model, and the key's own limits.
-    fn bounded(p: &Principal, model: &str) -> Vec<(LimitNode, Limits, String)> {
+    fn bounded(
+        p: &Principal,
+        model: &str,
+        r: Option<&crate::policy::ModelResolution>,
+    ) -> Vec<(LimitNode, Limits, String)> {
         let mut v = Vec::new();
         for a in p.chain.iter() {
             // Every account is counted, bounded or not: a bound added later must see the day's earlier
             // traffic, and operators see each account's live use.
             v.push((LimitNode::Account(a.id), limits_of(&a.policy), format!("account {}", a.path)));
+            let seen = r.and_then(|r| r.name_at(a.id)).unwrap_or(model);
             for (i, (g, l)) in a.policy.model_limits.iter().enumerate() {
-                if l.any() && g.matches(model) {
+                if l.any() && g.matches(seen) {
                     v.push((LimitNode::Model(a.id, i as u16), *l, format!("account {} for models {}", a.path, g)));
                 }
             }
@@ -153,6 +158,16 @@ impl InMemoryMeter {
             let l = limits_of(kp);
             if l.any() {
                 v.push((LimitNode::Key(p.key.id), l, format!("key {}", p.key.prefix)));
+            }
+            // The key is first in the walk: it sees the requested name.
+            for (i, (g, l)) in kp.model_limits.iter().enumerate() {
+                if l.any() && g.matches(model) {
+                    v.push((
+                        LimitNode::KeyModel(p.key.id, i as u16),
+                        *l,
+                        format!("key {} for models {}", p.key.prefix, g),
+                    ));
+                }
             }
         }
         v
@@ -176,7 +191,7 @@ impl InMemoryMeter {
     }
 
     fn admit_now(&self, req: &AdmitRequest<'_>) -> Result<Reservation, GatewayError> {
-        let nodes = Self::bounded(req.principal, req.model);
+        let nodes = Self::bounded(req.principal, req.model, req.resolution);
         let sec = self.sec();
         let mut reservation = Reservation {
             chain: Some(req.principal.chain_ids.clone()),
@@ -341,7 +356,7 @@ mod tests {
     }
 
     fn ask<'a>(m: &InMemoryMeter, p: &'a Principal, model: &'a str, est: u64) -> Result<Reservation, GatewayError> {
-        m.admit_now(&AdmitRequest { principal: p, model, estimate_tokens: est })
+        m.admit_now(&AdmitRequest { principal: p, model, estimate_tokens: est, resolution: None })
     }
 
     #[test]

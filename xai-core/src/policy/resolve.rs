@@ -7,7 +7,7 @@ use parking_lot::RwLock;
 
 use super::{Policy, Principal};
 use crate::error::GatewayError;
-use crate::ids::Level;
+use crate::ids::{AccountId, Level};
 
 /// The outcome of walking a model name from the caller to the root.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +19,16 @@ pub struct ModelResolution {
     pub level: Option<Level>,
     /// Intersection of the level sets of every policy on the path that restricts levels (`None` = unrestricted).
     pub allowed_levels: Option<Vec<Level>>,
+    /// The name each account on the path saw (before its own mapper), caller first: per-model limits of an
+    /// account match this name, so a descendant's mapper cannot route around them.
+    pub seen: Vec<(AccountId, Arc<str>)>,
+}
+
+impl ModelResolution {
+    /// The name `account` saw, if it is on the path.
+    pub fn name_at(&self, account: AccountId) -> Option<&str> {
+        self.seen.iter().find(|(a, _)| *a == account).map(|(_, n)| &**n)
+    }
 }
 
 impl ModelResolution {
@@ -95,7 +105,11 @@ impl Principal {
         let mut mapped_level: Option<Level> = None;
         let mut default_level: Option<Level> = None;
         let mut allowed: Option<Vec<Level>> = None;
+        let mut seen = Vec::with_capacity(self.chain.len());
         for (owner, p) in self.policies() {
+            if let super::PolicyOwner::Account(a) = owner {
+                seen.push((a.id, name.clone()));
+            }
             if let Some(allow) = &p.allow_models
                 && !allow.iter().any(|g| g.matches(&name))
             {
@@ -124,7 +138,12 @@ impl Principal {
                 name = to.clone();
             }
         }
-        Ok(ModelResolution { upstream_model: name, level: mapped_level.or(default_level), allowed_levels: allowed })
+        Ok(ModelResolution {
+            upstream_model: name,
+            level: mapped_level.or(default_level),
+            allowed_levels: allowed,
+            seen,
+        })
     }
 
     /// Explains why `level` is refused: the nearest policy whose level set excludes it.
