@@ -3,17 +3,16 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::de::{MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use toml::Spanned;
 use xai_core::layers::GatewayConfig;
 use xai_core::memory::{Catalog, PoolConfig};
+use xai_core::policy::wire::OrderedMap;
 use xai_core::policy::{Account, ModelPattern, Policy, Role, Status, VirtualKey};
 use xai_core::routing::{Provider, UpstreamKey};
 use xai_core::{AccountId, KeyDigest, KeyId, Level, Micros, Price, Protocol, ProviderId, Secret, UpstreamKeyId};
@@ -200,36 +199,6 @@ pub struct PriceCfg {
     /// Per search call.
     #[serde(default)]
     pub per_search: f64,
-}
-
-/// A TOML table kept in document order, with keys validated as model globs.
-#[derive(Debug)]
-pub struct OrderedMap<V>(pub Vec<(ModelPattern, V)>);
-
-impl<V> Default for OrderedMap<V> {
-    fn default() -> Self {
-        Self(Vec::new())
-    }
-}
-
-impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V_<V>(PhantomData<V>);
-        impl<'de, V: Deserialize<'de>> Visitor<'de> for V_<V> {
-            type Value = OrderedMap<V>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a table of model glob = value")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
-                let mut v = Vec::new();
-                while let Some((k, val)) = m.next_entry::<ModelPattern, V>()? {
-                    v.push((k, val));
-                }
-                Ok(OrderedMap(v))
-            }
-        }
-        d.deserialize_map(V_(PhantomData))
-    }
 }
 
 /// A config error with its line.
