@@ -1,1 +1,12 @@
 //! Benchmarks of xai.
+//!
+//! - `loadbench` (src/bin/loadbench.rs): the load benchmark: a real `xai-server` process in
+//!   front of the in-process [`mock`] upstream, against the mock alone ("direct"), measured by
+//!   the [`driver`]. See benches/README.md.
+//! - benches/route.rs: criterion micro-benchmark of the route step.
+
+pub mod check;
+pub mod driver;
+pub mod mock;
+pub mod procstat;
+pub mod server;
