@@ -93,6 +93,7 @@ admin_token = "yardstick-admin"
 [server]
 max_body_bytes = 1048576
 shutdown_grace_ms = 2000
+access_log = false             # like the nginx arm (access_log off); the access log costs ~6-9 µs per request
 
 [routing]
 attempt_timeout_ms = 5000

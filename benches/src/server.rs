@@ -26,6 +26,7 @@ admin_token = "{ADMIN_TOKEN}"
 [server]
 max_body_bytes = 1048576
 shutdown_grace_ms = 2000
+access_log = false
 
 [routing]
 attempt_timeout_ms = 5000

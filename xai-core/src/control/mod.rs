@@ -104,6 +104,8 @@ pub(crate) struct State {
     pub(crate) ledger: Vec<Entry>,
     pub(crate) products: BTreeMap<u64, Product>,
     pub(crate) usage: HashMap<AccountId, products::DayUsage>,
+    /// The day's spend entry of each account in `ledger` (spend is booked as one entry per account and day).
+    pub(crate) spend_entry: HashMap<AccountId, (crate::day::Day, usize)>,
     pub(crate) next_account: u64,
     pub(crate) next_key: u64,
     pub(crate) next_product: u64,
@@ -191,11 +193,16 @@ impl ControlPlane {
     /// new snapshot is published. On error nothing changed.
     pub(crate) fn change<T>(&self, f: impl FnOnce(&mut State) -> Result<T, AdminError>) -> Result<T, AdminError> {
         let mut st = self.state.lock();
+        // Only what these changes touch is copied (accounts, keys): the ledger, products and usage grow with
+        // traffic and are never changed here, so they are not cloned on every admin write.
         let mut scratch = st.clone_shallow();
         let out = f(&mut scratch)?;
         let catalog = scratch.catalog();
         self.store.replace(catalog).map_err(|e| AdminError::Invalid(e.to_string()))?;
-        *st = scratch;
+        st.accounts = scratch.accounts;
+        st.keys = scratch.keys;
+        st.next_account = scratch.next_account;
+        st.next_key = scratch.next_key;
         Ok(out)
     }
 
@@ -212,18 +219,15 @@ impl ControlPlane {
 }
 
 impl State {
+    /// A copy of the tree (accounts, keys) for a validated change; traffic-grown parts stay behind.
     fn clone_shallow(&self) -> State {
         State {
             accounts: self.accounts.clone(),
             keys: self.keys.clone(),
-            ledger: self.ledger.clone(),
-            products: self.products.clone(),
-            usage: self.usage.clone(),
             next_account: self.next_account,
             next_key: self.next_key,
-            next_product: self.next_product,
-            next_entry: self.next_entry,
             base: self.base.clone(),
+            ..State::default()
         }
     }
 

@@ -313,9 +313,27 @@ impl ControlPlane {
             let take = left.min(a.balance.0.max(0));
             a.balance = Micros(a.balance.0 - take);
             let unfunded = left - take;
-            let note = (unfunded > 0).then(|| format!("request {}: {} unfunded", rec.request_id, Micros(unfunded)));
-            if take > 0 || note.is_some() {
-                st.push_entry(Some(rec.account), None, Micros(take), EntryKind::Spend, note, SystemTime::now());
+            // One spend entry per account and day, updated in place: the ledger grows with days, not requests.
+            let entry = match st.spend_entry.get(&rec.account) {
+                Some((d, i)) if *d == day && *i < st.ledger.len() => *i,
+                _ => {
+                    st.push_entry(Some(rec.account), None, Micros::ZERO, EntryKind::Spend, None, SystemTime::now());
+                    let i = st.ledger.len() - 1;
+                    st.spend_entry.insert(rec.account, (day, i));
+                    i
+                }
+            };
+            let e = &mut st.ledger[entry];
+            e.amount = e.amount.saturating_add(Micros(take));
+            e.time = SystemTime::now();
+            if unfunded > 0 {
+                let prev = e
+                    .note
+                    .as_deref()
+                    .and_then(|n| n.strip_suffix(" unfunded today"))
+                    .and_then(|n| n.parse::<Micros>().ok());
+                let total = prev.unwrap_or_default().saturating_add(Micros(unfunded));
+                e.note = Some(format!("{total} unfunded today"));
             }
             Ok(())
         });

@@ -4,7 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -166,8 +166,14 @@ impl Attempt {
         if a.meta.stream {
             self.pool.report(key_id, Outcome::Ok);
             let probe = UsageProbe::default();
-            let tapped =
-                TapBody { inner: upstream_body, tap: adapter.stream_tap(&a.meta), probe: probe.0.clone(), done: false };
+            let tapped = TapBody {
+                inner: upstream_body,
+                tap: adapter.stream_tap(&a.meta),
+                probe: probe.0.clone(),
+                done: false,
+                acc: Acc::Empty,
+                yielded: false,
+            };
             let mut r = Response::new(tapped.boxed_unsync());
             let h = r.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -232,12 +238,68 @@ async fn read_limited(mut b: Body, limit: usize, timeout: Duration) -> Option<By
 pin_project! {
     /// The upstream stream as the client sees it: every chunk goes through the protocol's [`StreamTap`], which
     /// reads usage and may drop or append events; the [`UsageProbe`] is updated after each chunk.
+    ///
+    /// Chunks that are already available are coalesced into one frame: when the upstream has nothing more at
+    /// once, the body yields to the scheduler a single time (letting the client connection task decode what it
+    /// has read) before sending what it holds. Under load this turns one write per SSE event into one write per
+    /// upstream read; a sparse stream (a model emitting tokens) is delayed by one scheduling round at most.
     pub struct TapBody {
         #[pin]
         inner: Body,
         tap: Box<dyn StreamTap>,
         probe: Arc<Mutex<ProbeState>>,
         done: bool,
+        acc: Acc,
+        yielded: bool,
+    }
+}
+
+/// Output held for coalescing: a single chunk is kept without a copy.
+#[derive(Debug, Default)]
+enum Acc {
+    #[default]
+    Empty,
+    One(Bytes),
+    Many(bytes::BytesMut),
+}
+
+/// Coalescing stops at this size (one write of a reasonable size).
+const COALESCE_MAX: usize = 64 * 1024;
+
+impl Acc {
+    fn push(&mut self, b: Bytes) {
+        if b.is_empty() {
+            return;
+        }
+        *self = match std::mem::take(self) {
+            Acc::Empty => Acc::One(b),
+            Acc::One(first) => {
+                let mut m = bytes::BytesMut::with_capacity(first.len() + b.len());
+                m.extend_from_slice(&first);
+                m.extend_from_slice(&b);
+                Acc::Many(m)
+            }
+            Acc::Many(mut m) => {
+                m.extend_from_slice(&b);
+                Acc::Many(m)
+            }
+        };
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Acc::Empty => 0,
+            Acc::One(b) => b.len(),
+            Acc::Many(m) => m.len(),
+        }
+    }
+
+    fn take(&mut self) -> Option<Bytes> {
+        match std::mem::take(self) {
+            Acc::Empty => None,
+            Acc::One(b) => Some(b),
+            Acc::Many(m) => Some(m.freeze()),
+        }
     }
 }
 
@@ -259,31 +321,46 @@ impl HttpBody for TapBody {
         let mut this = self.project();
         loop {
             if *this.done {
-                return Poll::Ready(None);
+                return Poll::Ready(this.acc.take().map(|b| Ok(Frame::data(b))));
             }
-            let out = match ready!(this.inner.as_mut().poll_frame(cx)) {
-                Some(Ok(frame)) => match frame.into_data() {
+            let out = match this.inner.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => this.tap.feed(data),
                     Err(_) => continue, // trailers: nothing for SSE clients
                 },
-                Some(Err(e)) => {
+                Poll::Ready(Some(Err(e))) => {
                     *this.done = true;
                     tracing::debug!(error = %e, "upstream stream failed");
                     this.tap.finish(Some("upstream connection lost mid-stream"))
                 }
-                None => {
+                Poll::Ready(None) => {
                     *this.done = true;
                     this.tap.finish(None)
                 }
+                Poll::Pending => {
+                    if this.acc.len() == 0 {
+                        *this.yielded = false;
+                        return Poll::Pending;
+                    }
+                    if !*this.yielded {
+                        // Let the upstream connection task hand over what it already read, then come back.
+                        *this.yielded = true;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    *this.yielded = false;
+                    return Poll::Ready(this.acc.take().map(|b| Ok(Frame::data(b))));
+                }
             };
             Self::sync_probe(&**this.tap, this.probe);
-            if !out.is_empty() {
-                return Poll::Ready(Some(Ok(Frame::data(out))));
+            this.acc.push(out);
+            if this.acc.len() >= COALESCE_MAX {
+                return Poll::Ready(this.acc.take().map(|b| Ok(Frame::data(b))));
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done
+        self.done && self.acc.len() == 0
     }
 }
