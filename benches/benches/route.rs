@@ -173,5 +173,55 @@ fn bench_route(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_route);
+/// A 10-deep path (company → … → person), every account with an allowlist, a mapper rule and an rpm bound.
+fn deep_principal(depth: u64) -> Principal {
+    let chain: Vec<Arc<Account>> = (1..=depth)
+        .map(|i| {
+            let path = (1..=i).map(|j| format!("a{j}")).collect::<Vec<_>>().join("/");
+            account(
+                i,
+                &path,
+                Role::Member,
+                Policy {
+                    allow_models: pats(&["gpt-*", "alias-*"]),
+                    model_mapper: mapper(&[(&format!("alias-{i}"), "gpt-4o-mini")]),
+                    rpm: Some(10_000 - i),
+                    ..Policy::default()
+                },
+            )
+        })
+        .collect();
+    let key = Arc::new(xai_core::policy::VirtualKey {
+        id: xai_core::KeyId(1),
+        account: AccountId(depth),
+        prefix: "xai-bench".into(),
+        digest: xai_core::KeyDigest::of("bench"),
+        status: Status::Active,
+        expires_at: None,
+        policy: None,
+    });
+    Principal::new(key, chain)
+}
+
+fn bench_deep(c: &mut Criterion) {
+    let p = deep_principal(10);
+    let t = table();
+    // `alias-3` is rewritten three accounts below the root, then checked by every account above.
+    let (_, plan) = route::plan(&p, &t, "alias-3").expect("plan");
+    assert_eq!(&*plan.upstream_model, "gpt-4o-mini");
+    let mut g = c.benchmark_group("deep10");
+    g.bench_function("route_warm", |b| b.iter(|| route::plan(&p, &t, black_box("alias-3")).expect("plan")));
+    g.bench_function("route_cold", |b| {
+        b.iter_batched_ref(
+            || fresh(&p),
+            |fresh| route::plan(fresh, &t, black_box("alias-3")).expect("plan"),
+            BatchSize::SmallInput,
+        )
+    });
+    // The effective policy (every bound with its source), as the admin API computes it.
+    g.bench_function("effective", |b| b.iter(|| xai_core::policy::effective_of(black_box(&p.chain))));
+    g.finish();
+}
+
+criterion_group!(benches, bench_route, bench_deep);
 criterion_main!(benches);

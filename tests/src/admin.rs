@@ -4,19 +4,16 @@
 //! ```no_run
 //! # async fn demo() {
 //! use serde_json::json;
-//! use xai_tests::admin::{ADMIN_CONFIG, AdminApi};
-//! use xai_tests::fixtures::Gateway;
-//! let gw = Gateway::start_with(ADMIN_CONFIG).await;
-//! let root = AdminApi::root(&gw.server);
+//! use xai_tests::admin::admin_gateway;
+//! let (gw, root) = admin_gateway().await;
 //! let acme = root.create_account("acme", None, json!({"allow_models": ["gpt-*"]})).await;
 //! let key = root.issue_key(acme["id"].as_u64().unwrap(), json!({})).await;
 //! # let _ = key;
 //! # }
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -24,10 +21,11 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::client::{self, HttpResponse};
-use crate::harness::{TempDir, XaiServer};
+use crate::fixtures::{Gateway, two_mock_config};
+use crate::harness::{TempDir, XaiServer, workspace_binary};
 
 /// The root admin token of [`ADMIN_CONFIG`] (and of the contract config).
-pub const ADMIN_TOKEN: &str = "admin-secret";
+pub const ADMIN_TOKEN: &str = crate::harness::DEFAULT_ADMIN_TOKEN;
 
 /// Prices of `gpt-4o-mini` in [`ADMIN_CONFIG`]: the mock's default reply (10 prompt + 5 completion tokens) costs
 /// exactly 2 credits (10 × 0.1 + 5 × 0.2).
@@ -36,43 +34,21 @@ pub const MOCK_REPLY_COST: &str = "2";
 /// Two providers (`mock-a` level 1, `mock-b` level 2, both serving `gpt-*`), switch-over 1 → 2, prices for
 /// `gpt-4o-mini`, and no accounts: the tests build their trees through the API. Placeholders `{{MOCK_A}}` and
 /// `{{MOCK_B}}` as in [`crate::fixtures::Gateway::start_with`].
-pub const ADMIN_CONFIG: &str = r#"admin_token = "admin-secret"
-
-[server]
-max_body_bytes = 65536
-shutdown_grace_ms = 5000
-
-[routing]
-attempt_timeout_ms = 2000
-request_timeout_ms = 10000
-max_attempts = 6
-backoff_base_ms = 1000
-backoff_max_ms = 60000
-default_retry_after_ms = 5000
-
-[[providers]]
-name = "mock-a"
-protocol = "openai"
-base_url = "{{MOCK_A}}/v1"
-keys = ["sk-up-1", "sk-up-2", "sk-up-3"]
-level = 1
-models = ["gpt-*"]
-
-[[providers]]
-name = "mock-b"
-protocol = "openai"
-base_url = "{{MOCK_B}}/v1"
-keys = ["sk-b-1"]
-level = 2
-models = ["gpt-*"]
-
-[switch_over]
-1 = 2
-
+pub const ADMIN_CONFIG: &str = concat!(
+    two_mock_config!(),
+    r#"
 [pricing."gpt-4o-mini"]
 input = 100000.0
 output = 200000.0
-"#;
+"#
+);
+
+/// Starts a [`Gateway`] running [`ADMIN_CONFIG`]; returns it with a client of its server holding the root token.
+pub async fn admin_gateway() -> (Gateway, AdminApi) {
+    let gw = Gateway::start_with(ADMIN_CONFIG).await;
+    let api = AdminApi::root(&gw.server);
+    (gw, api)
+}
 
 /// An admin API client: one server, one bearer token (or none).
 #[derive(Debug, Clone)]
@@ -144,14 +120,8 @@ impl AdminApi {
     /// Sends `method` to `/admin/v1{path}` with a raw body (JSON content type when non-empty).
     pub async fn send_raw(&self, method: Method, path: &str, body: impl Into<Bytes>) -> HttpResponse {
         let body = body.into();
-        let auth = self.token.as_deref().map(|t| format!("Bearer {t}"));
-        let mut headers: Vec<(&str, &str)> = Vec::new();
-        if let Some(a) = auth.as_deref() {
-            headers.push(("authorization", a));
-        }
-        if !body.is_empty() {
-            headers.push(("content-type", "application/json"));
-        }
+        let auth = client::bearer_auth(self.token.as_deref());
+        let headers = client::request_headers(auth.as_deref(), !body.is_empty());
         client::send(method, &format!("{}{path}", self.base), &headers, body).await
     }
 
@@ -243,6 +213,20 @@ impl AdminApi {
         expect(&self.get(&format!("/accounts/{account}/today")).await, 200, &format!("GET /accounts/{account}/today"))
     }
 
+    /// Polls `GET /accounts/{id}/today` until `pred` holds (spending is recorded after the response) and returns it;
+    /// panics after 5 s.
+    pub async fn today_when(&self, account: u64, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let t = self.today(account).await;
+            if pred(&t) {
+                return t;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "/today of {account} never got there; last: {t:#}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `POST /explain` (200).
     pub async fn explain(&self, body: Value) -> Value {
         expect(&self.post("/explain", &body).await, 200, &format!("POST /explain {body}"))
@@ -294,98 +278,10 @@ pub fn is(resp: &HttpResponse, s: u16) -> bool {
 /// How long one `xai` invocation may take.
 pub const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
-}
-
-/// `target/<profile>` of the running test executable.
-fn profile_dir() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?;
-    if dir.file_name().is_some_and(|n| n == "deps") {
-        dir.parent().map(Path::to_path_buf)
-    } else {
-        Some(dir.to_path_buf())
-    }
-}
-
-fn newest_mtime(dir: &Path, newest: &mut Option<SystemTime>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            newest_mtime(&path, newest);
-        } else if let Ok(m) = entry.metadata().and_then(|m| m.modified()) {
-            *newest = Some(newest.map_or(m, |n| n.max(m)));
-        }
-    }
-}
-
-/// Whether `bin` is newer than the sources of xai-cli (and of xai-core, which it may use).
-fn cli_is_fresh(bin: &Path) -> bool {
-    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else { return false };
-    let root = workspace_root();
-    let mut newest = None;
-    for krate in ["xai-cli", "xai-core"] {
-        newest_mtime(&root.join(krate).join("src"), &mut newest);
-        if let Ok(m) = std::fs::metadata(root.join(krate).join("Cargo.toml")).and_then(|m| m.modified()) {
-            newest = Some(newest.map_or(m, |n: SystemTime| n.max(m)));
-        }
-    }
-    newest.is_none_or(|src| src <= built)
-}
-
-fn build_cli(profile_dir: &Path) -> Result<(), String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target_dir = profile_dir.parent().ok_or("no target dir")?;
-    let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
-    let mut cmd = std::process::Command::new(&cargo);
-    cmd.args(["build", "-p", "xai-cli", "--bin", "xai", "--manifest-path"])
-        .arg(workspace_root().join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir);
-    match profile {
-        "debug" => {}
-        "release" => {
-            cmd.arg("--release");
-        }
-        other => {
-            cmd.arg("--profile").arg(other);
-        }
-    }
-    eprintln!("xai-tests: building the xai CLI ({cmd:?})");
-    let status = cmd.status().map_err(|e| format!("cannot run {cargo}: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("`cargo build -p xai-cli` failed: {status}")) }
-}
-
 /// The `xai` CLI binary: `XAI_CLI_BIN`, else `target/<profile>/xai` next to the test executable, built (once per
-/// process) when missing or older than the sources of xai-cli.
+/// process) when missing or older than the sources of xai-cli (see [`workspace_binary`]).
 pub fn cli_binary() -> PathBuf {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let found = BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("XAI_CLI_BIN") {
-            let bin = PathBuf::from(bin);
-            return if bin.is_file() { Ok(bin) } else { Err(format!("XAI_CLI_BIN={} is not a file", bin.display())) };
-        }
-        let dir = profile_dir().ok_or("cannot locate the test executable")?;
-        let bin = dir.join(format!("xai{}", std::env::consts::EXE_SUFFIX));
-        if cli_is_fresh(&bin) {
-            return Ok(bin);
-        }
-        let built = build_cli(&dir);
-        if bin.is_file() {
-            if let Err(e) = built {
-                eprintln!("xai-tests: {e}; testing the existing (possibly stale) {}", bin.display());
-            }
-            Ok(bin)
-        } else {
-            Err(format!("no xai binary at {} ({})", bin.display(), built.err().unwrap_or_default()))
-        }
-    });
-    match found {
-        Ok(bin) => bin.clone(),
-        Err(e) => panic!("xai-tests: {e}. Build it with `cargo build -p xai-cli` or set XAI_CLI_BIN."),
-    }
+    workspace_binary("xai-cli", "xai", "XAI_CLI_BIN", &["xai-cli", "xai-core"])
 }
 
 /// What one `xai` run printed.

@@ -259,29 +259,32 @@ pub async fn send(method: Method, url: &str, headers: &[(&str, &str)], body: imp
     HttpResponse { status: resp.status, headers: resp.headers.clone(), body }
 }
 
+/// The `authorization` header value of an optional bearer token.
+pub fn bearer_auth(token: Option<&str>) -> Option<String> {
+    token.map(|t| format!("Bearer {t}"))
+}
+
+/// Request headers: `content-type: application/json` when `json`, then `authorization: AUTH` when there is one
+/// (see [`bearer_auth`]).
+pub fn request_headers(auth: Option<&str>, json: bool) -> Vec<(&'static str, &str)> {
+    let content_type = json.then_some(("content-type", "application/json"));
+    content_type.into_iter().chain(auth.map(|a| ("authorization", a))).collect()
+}
+
 /// `GET url` with optional bearer token.
 pub async fn get(url: &str, bearer: Option<&str>) -> HttpResponse {
-    let auth = bearer.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| ("authorization", a)).into_iter().collect();
-    send(Method::GET, url, &headers, Bytes::new()).await
+    let auth = bearer_auth(bearer);
+    send(Method::GET, url, &request_headers(auth.as_deref(), false), Bytes::new()).await
 }
 
 /// `POST url` with a JSON body and optional bearer token.
 pub async fn post_json(url: &str, bearer: Option<&str>, body: &Value) -> HttpResponse {
-    let auth = bearer.map(|t| format!("Bearer {t}"));
-    let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
-    if let Some(a) = auth.as_deref() {
-        headers.push(("authorization", a));
-    }
-    send(Method::POST, url, &headers, serde_json::to_vec(body).unwrap_or_default()).await
+    let auth = bearer_auth(bearer);
+    send(Method::POST, url, &request_headers(auth.as_deref(), true), serde_json::to_vec(body).unwrap_or_default()).await
 }
 
 /// `POST url` with a JSON body; returns once the headers arrived, to read the body as a stream.
 pub async fn post_json_stream(url: &str, bearer: Option<&str>, body: &Value) -> StreamingResponse {
-    let auth = bearer.map(|t| format!("Bearer {t}"));
-    let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
-    if let Some(a) = auth.as_deref() {
-        headers.push(("authorization", a));
-    }
-    open(Method::POST, url, &headers, serde_json::to_vec(body).unwrap_or_default()).await
+    let auth = bearer_auth(bearer);
+    open(Method::POST, url, &request_headers(auth.as_deref(), true), serde_json::to_vec(body).unwrap_or_default()).await
 }

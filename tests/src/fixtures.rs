@@ -3,13 +3,16 @@
 
 use serde_json::{Value, json};
 
-use crate::client::{self, HttpResponse, StreamingResponse};
+use crate::client::{self, HttpResponse, SseEvent, StreamingResponse};
 use crate::harness::XaiServer;
 use crate::mock::MockUpstream;
 
-/// The config of docs/test-contract.md, plus a second provider at level 2 (the switch-over target).
-/// `{{MOCK_A}}` and `{{MOCK_B}}` are the mocks' `http://127.0.0.1:PORT`.
-pub const CONTRACT_CONFIG: &str = r#"admin_token = "admin-secret"
+/// The part of the config shared by [`CONTRACT_CONFIG`] and [`crate::admin::ADMIN_CONFIG`], as a string literal for
+/// `concat!`: the admin token, server and routing settings, providers `mock-a` (level 1, keys [`MOCK_A_KEYS`]) and
+/// `mock-b` (level 2, key [`MOCK_B_KEY`]) serving `gpt-*` at `{{MOCK_A}}` / `{{MOCK_B}}`, and switch-over 1 → 2.
+macro_rules! two_mock_config {
+    () => {
+        r#"admin_token = "admin-secret"
 
 [server]
 max_body_bytes = 65536
@@ -41,7 +44,16 @@ models = ["gpt-*"]
 
 [switch_over]
 1 = 2
+"#
+    };
+}
+pub(crate) use two_mock_config;
 
+/// The config of docs/test-contract.md, plus a second provider at level 2 (the switch-over target).
+/// `{{MOCK_A}}` and `{{MOCK_B}}` are the mocks' `http://127.0.0.1:PORT`.
+pub const CONTRACT_CONFIG: &str = concat!(
+    two_mock_config!(),
+    r#"
 [[accounts]]
 name = "acme"
 keys = ["sk-acme"]
@@ -54,7 +66,8 @@ name = "acme/research"
 keys = ["sk-research"]
 allow_models = ["gpt-4o*"]
 rpm = 60
-"#;
+"#
+);
 
 /// The virtual key of account `acme`.
 pub const ACME_KEY: &str = "sk-acme";
@@ -147,6 +160,15 @@ pub fn sse_events(chunks: &[Value]) -> Vec<String> {
     let mut out: Vec<String> = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
     out.push("data: [DONE]\n\n".into());
     out
+}
+
+/// The text an OpenAI chat stream carried: the `choices[0].delta.content` of each event, joined.
+pub fn streamed_text(events: &[SseEvent]) -> String {
+    events
+        .iter()
+        .filter_map(SseEvent::json)
+        .filter_map(|v| v.pointer("/choices/0/delta/content").and_then(Value::as_str).map(str::to_owned))
+        .collect()
 }
 
 /// Asserts an OpenAI error body `{"error":{"message","type","code"}}` and returns the inner object.

@@ -1,17 +1,19 @@
 //! Runs a real `xai-server` process for a test (docs/test-contract.md, "xai-server as a process").
 //!
-//! The binary is found through `XAI_SERVER_BIN`, else next to the test executable (`target/<profile>/xai-server`);
-//! when it is missing or older than the workspace sources it is built once per test process with
-//! `cargo build -p xai-server` into the same target directory. Each server gets its own temporary directory holding
+//! The binary is found by [`workspace_binary`] (which finds the `xai` CLI of [`crate::admin`] the same way): through
+//! `XAI_SERVER_BIN`, else next to the test executable (`target/<profile>/xai-server`); when it is missing or older than
+//! the workspace sources it is built once per test process with `cargo build -p xai-server` into the same target
+//! directory. Each server gets its own temporary directory holding
 //! the config, the data dir and its stdout/stderr; stderr is printed when the test fails (or with
 //! `XAI_TEST_SHOW_LOGS=1`), and the directory is kept then for inspection. The process is killed on drop.
 //!
 //! Config placeholders `{{NAME}}` are replaced from [`ServerBuilder::var`] (xai itself expands `${VAR}`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Output, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -81,7 +83,8 @@ fn profile_dir() -> Option<PathBuf> {
     }
 }
 
-fn newest_source_mtime() -> Option<SystemTime> {
+/// The newest modification time among the sources (`src/`, `migrations/`, `Cargo.toml`) of these workspace crates.
+fn newest_source_mtime(crates: &[&str]) -> Option<SystemTime> {
     fn walk(dir: &Path, newest: &mut Option<SystemTime>) {
         let Ok(entries) = std::fs::read_dir(dir) else { return };
         for entry in entries.flatten() {
@@ -95,7 +98,7 @@ fn newest_source_mtime() -> Option<SystemTime> {
     }
     let root = workspace_root();
     let mut newest = None;
-    for krate in ["xai-core", "xai-bridges", "xai-store", "xai-server"] {
+    for krate in crates {
         walk(&root.join(krate).join("src"), &mut newest);
         walk(&root.join(krate).join("migrations"), &mut newest);
         if let Ok(m) = std::fs::metadata(root.join(krate).join("Cargo.toml")).and_then(|m| m.modified()) {
@@ -105,22 +108,19 @@ fn newest_source_mtime() -> Option<SystemTime> {
     newest
 }
 
-fn is_fresh(bin: &Path) -> bool {
+/// Whether `bin` exists and is newer than the sources of `crates`.
+fn is_fresh(bin: &Path, crates: &[&str]) -> bool {
     let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else { return false };
-    newest_source_mtime().is_none_or(|src| src <= built)
+    newest_source_mtime(crates).is_none_or(|src| src <= built)
 }
 
-fn cargo_build(profile_dir: &Path) -> Result<(), String> {
+/// `cargo build -p package --bin bin` into the target directory and profile of `profile_dir`.
+fn cargo_build(profile_dir: &Path, package: &str, bin: &str) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target_dir = profile_dir.parent().ok_or("no target dir")?;
     let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
     let mut cmd = std::process::Command::new(&cargo);
-    cmd.arg("build")
-        .arg("-p")
-        .arg("xai-server")
-        .arg("--bin")
-        .arg("xai-server")
-        .arg("--manifest-path")
+    cmd.args(["build", "-p", package, "--bin", bin, "--manifest-path"])
         .arg(workspace_root().join("Cargo.toml"))
         .arg("--target-dir")
         .arg(target_dir);
@@ -133,42 +133,54 @@ fn cargo_build(profile_dir: &Path) -> Result<(), String> {
             cmd.arg("--profile").arg(other);
         }
     }
-    eprintln!("xai-tests: building xai-server ({cmd:?})");
+    eprintln!("xai-tests: building {bin} ({cmd:?})");
     let status = cmd.status().map_err(|e| format!("cannot run {cargo}: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("`cargo build -p xai-server` failed: {status}")) }
+    if status.success() { Ok(()) } else { Err(format!("`cargo build -p {package}` failed: {status}")) }
 }
 
-/// The `xai-server` binary to test; built (once per process) when missing or stale.
-pub fn server_binary() -> PathBuf {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let found = BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("XAI_SERVER_BIN") {
-            let bin = PathBuf::from(bin);
-            return if bin.is_file() {
-                Ok(bin)
-            } else {
-                Err(format!("XAI_SERVER_BIN={} is not a file", bin.display()))
-            };
-        }
-        let dir = profile_dir().ok_or("cannot locate the test executable")?;
-        let bin = dir.join(format!("xai-server{}", std::env::consts::EXE_SUFFIX));
-        if is_fresh(&bin) {
-            return Ok(bin);
-        }
-        let built = cargo_build(&dir);
-        if bin.is_file() {
-            if let Err(e) = built {
-                eprintln!("xai-tests: {e}; testing the existing (possibly stale) {}", bin.display());
-            }
-            Ok(bin)
-        } else {
-            Err(format!("no xai-server binary at {} ({})", bin.display(), built.err().unwrap_or_default()))
-        }
-    });
-    match found {
-        Ok(bin) => bin.clone(),
-        Err(e) => panic!("xai-tests: {e}. Build it with `cargo build -p xai-server` or set XAI_SERVER_BIN."),
+/// Finds or builds `bin`, without caching.
+fn locate_or_build(package: &str, bin: &str, env_var: &str, sources: &[&str]) -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(env_var) {
+        let path = PathBuf::from(path);
+        return if path.is_file() { Ok(path) } else { Err(format!("{env_var}={} is not a file", path.display())) };
     }
+    let dir = profile_dir().ok_or("cannot locate the test executable")?;
+    let path = dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
+    if is_fresh(&path, sources) {
+        return Ok(path);
+    }
+    let built = cargo_build(&dir, package, bin);
+    if path.is_file() {
+        if let Err(e) = built {
+            eprintln!("xai-tests: {e}; testing the existing (possibly stale) {}", path.display());
+        }
+        Ok(path)
+    } else {
+        Err(format!("no {bin} binary at {} ({})", path.display(), built.err().unwrap_or_default()))
+    }
+}
+
+/// Binary `bin` of workspace package `package`: `$env_var` when set, else `target/<profile>/<bin>` next to the test
+/// executable, built with `cargo build -p <package> --bin <bin>` into the same target directory when missing or older
+/// than the sources of the workspace crates `sources`. Located (and built) once per test process; panics with a hint
+/// when there is no binary.
+pub fn workspace_binary(package: &str, bin: &str, env_var: &str, sources: &[&str]) -> PathBuf {
+    static FOUND: Mutex<BTreeMap<String, Result<PathBuf, String>>> = Mutex::new(BTreeMap::new());
+    // Held while building: concurrent tests wait for the one build instead of starting their own.
+    let mut found = FOUND.lock().unwrap_or_else(PoisonError::into_inner);
+    let result = found.entry(bin.to_owned()).or_insert_with(|| locate_or_build(package, bin, env_var, sources)).clone();
+    drop(found);
+    result.unwrap_or_else(|e| panic!("xai-tests: {e}. Build it with `cargo build -p {package}` or set {env_var}."))
+}
+
+/// The `xai-server` binary to test (see [`workspace_binary`]; `XAI_SERVER_BIN` overrides it).
+pub fn server_binary() -> PathBuf {
+    workspace_binary(
+        "xai-server",
+        "xai-server",
+        "XAI_SERVER_BIN",
+        &["xai-core", "xai-bridges", "xai-store", "xai-server"],
+    )
 }
 
 /// Finds the `admin_token = "…"` of a config, for the usage helpers.

@@ -3,7 +3,7 @@
 
 use http::Method;
 use serde_json::{Value, json};
-use xai_tests::admin::{ADMIN_CONFIG, AdminApi, assert_error, expect, id_of, str_of};
+use xai_tests::admin::{AdminApi, admin_gateway, assert_error, expect, id_of, str_of};
 use xai_tests::fixtures::{CONTRACT_CONFIG, Gateway};
 
 /// Every policy field of the account JSON.
@@ -60,8 +60,7 @@ async fn four_deep(api: &AdminApi) -> (Tree, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_deep_tree_json_list_and_get() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (_gw, api) = admin_gateway().await;
     assert!(api.accounts().await.is_empty(), "the admin config has no accounts");
     let (t, intern) = four_deep(&api).await;
 
@@ -106,8 +105,7 @@ async fn four_deep_tree_json_list_and_get() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rename_moves_the_whole_subtree_and_null_unsets() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (_gw, api) = admin_gateway().await;
     let (t, _) = four_deep(&api).await;
 
     let renamed = api.patch_account(t.research, json!({"name": "lab"})).await;
@@ -156,8 +154,7 @@ async fn rename_moves_the_whole_subtree_and_null_unsets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn effective_policy_names_who_set_each_bound() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (_gw, api) = admin_gateway().await;
     let (t, _) = four_deep(&api).await;
 
     let eff = expect(&api.get(&format!("/accounts/{}/effective", t.intern)).await, 200, "effective intern");
@@ -243,8 +240,7 @@ async fn config_accounts_are_imported_with_their_policies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_and_changes_nothing() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (_gw, api) = admin_gateway().await;
     let (t, _) = four_deep(&api).await;
     let before = api.accounts().await;
 

@@ -4,8 +4,7 @@
 
 use http::Method;
 use serde_json::{Value, json};
-use xai_tests::admin::{ADMIN_CONFIG, AdminApi, assert_error, expect, id_of, str_of};
-use xai_tests::fixtures::Gateway;
+use xai_tests::admin::{AdminApi, admin_gateway, assert_error, expect, id_of, str_of};
 
 struct Tree {
     acme: u64,
@@ -35,8 +34,7 @@ async fn tree(root: &AdminApi) -> Tree {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_token_sees_everything() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let root = AdminApi::root(&gw.server);
+    let (_gw, root) = admin_gateway().await;
     let t = tree(&root).await;
     assert_eq!(root.paths().await, ["acme", "acme/eng", "acme/eng/team", "acme/eng/team/dev", "acme/sales"]);
     for id in [t.acme, t.eng, t.team, t.dev, t.sales] {
@@ -49,8 +47,7 @@ async fn root_token_sees_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_key_acts_on_its_subtree_only() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let root = AdminApi::root(&gw.server);
+    let (_gw, root) = admin_gateway().await;
     let t = tree(&root).await;
     let admin = root.with_token(&t.admin_key);
     let before = root.accounts().await;
@@ -151,8 +148,7 @@ async fn an_admin_key_acts_on_its_subtree_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_keys_get_403_and_strangers_401() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let root = AdminApi::root(&gw.server);
+    let (gw, root) = admin_gateway().await;
     let t = tree(&root).await;
     let member = root.with_token(&t.member_key);
     let paths: Vec<(Method, String, Value)> = vec![

@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::Method;
 use serde_json::{Value, json};
-use xai_tests::admin::{ADMIN_CONFIG, AdminApi, assert_error, expect, id_of, str_of};
-use xai_tests::fixtures::Gateway;
+use xai_tests::admin::{admin_gateway, assert_error, expect, id_of, str_of};
 
 /// Parses a decimal credit string into micro-credits (exactly; the API never shows more than 6 places).
 fn micros(s: &str) -> i64 {
@@ -23,8 +22,7 @@ fn micros(s: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocate_reclaim_mint_burn_and_the_ledger() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (_gw, api) = admin_gateway().await;
     let acme = id_of(&api.create_account("acme", None, json!({})).await);
     let research = id_of(&api.create_account("research", Some(acme), json!({})).await);
     let nlp = id_of(&api.create_account("nlp", Some(research), json!({})).await);
@@ -152,8 +150,7 @@ async fn allocate_reclaim_mint_burn_and_the_ledger() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_transfers_conserve_credits() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (_gw, api) = admin_gateway().await;
     let root = id_of(&api.create_account("root", None, json!({})).await);
     let a = id_of(&api.create_account("a", Some(root), json!({})).await);
     let b = id_of(&api.create_account("b", Some(root), json!({})).await);

@@ -4,13 +4,12 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use xai_tests::admin::{ADMIN_CONFIG, AdminApi, assert_error, expect, id_of, rfc3339_in, str_of};
-use xai_tests::fixtures::{Gateway, assert_openai_error, chat_body};
+use xai_tests::admin::{admin_gateway, assert_error, expect, id_of, rfc3339_in, str_of};
+use xai_tests::fixtures::{assert_openai_error, chat_body};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issued_key_is_shown_once_works_and_revokes() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (gw, api) = admin_gateway().await;
     let acme = id_of(&api.create_account("acme", None, json!({"allow_models": ["gpt-*"]})).await);
 
     let issued = api.issue_key(acme, json!({"name": "laptop"})).await;
@@ -78,8 +77,7 @@ async fn issued_key_is_shown_once_works_and_revokes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_key_is_refused() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (gw, api) = admin_gateway().await;
     let acme = id_of(&api.create_account("acme", None, json!({})).await);
 
     let resp = api.post(&format!("/accounts/{acme}/keys"), &json!({"expires_at": "2001-01-01T00:00:00Z"})).await;
@@ -113,8 +111,7 @@ async fn expired_key_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keys_narrower_policy_is_enforced() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (gw, api) = admin_gateway().await;
     let acme = id_of(&api.create_account("acme", None, json!({"allow_models": ["gpt-*"]})).await);
     let narrow = api.issue_key(acme, json!({"allow_models": ["gpt-4o-mini"], "rpm": 2})).await;
     assert_eq!(narrow["allow_models"], json!(["gpt-4o-mini"]), "{narrow}");
@@ -139,8 +136,7 @@ async fn a_keys_narrower_policy_is_enforced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_shows_each_decision() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (gw, api) = admin_gateway().await;
     let acme = id_of(
         &api.create_account(
             "acme",

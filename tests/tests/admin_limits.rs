@@ -2,7 +2,7 @@
 //! descendants', so two children together hit the parent's bound, and the refusal names the parent.
 
 use serde_json::json;
-use xai_tests::admin::{ADMIN_CONFIG, AdminApi, id_of};
+use xai_tests::admin::{AdminApi, admin_gateway, id_of};
 use xai_tests::client::HttpResponse;
 use xai_tests::fixtures::{Gateway, assert_openai_error, chat_body};
 
@@ -46,8 +46,7 @@ async fn four_across_two_children(gw: &Gateway, ka: &str, kb: &str, ko: &str, bo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parent_rpm_bounds_its_children_together() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (gw, api) = admin_gateway().await;
     let (ka, kb, ko) = setup(&api, json!({"rpm": 3})).await;
     four_across_two_children(&gw, &ka, &kb, &ko, "rpm").await;
     let resp = gw.chat(&kb, &chat_body("gpt-4o", "retry")).await;
@@ -56,16 +55,14 @@ async fn parent_rpm_bounds_its_children_together() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parent_rpd_bounds_its_children_together() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (gw, api) = admin_gateway().await;
     let (ka, kb, ko) = setup(&api, json!({"rpd": 3})).await;
     four_across_two_children(&gw, &ka, &kb, &ko, "rpd").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daily_bound_added_later_counts_the_days_earlier_traffic() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (gw, api) = admin_gateway().await;
     let (ka, kb, ko) = setup(&api, json!({})).await;
     for i in 0..4 {
         let resp = gw.chat(if i % 2 == 0 { &ka } else { &kb }, &chat_body("gpt-4o", &format!("free {i}"))).await;
@@ -75,16 +72,8 @@ async fn a_daily_bound_added_later_counts_the_days_earlier_traffic() {
     let dept = accounts.iter().find(|a| a["path"] == "corp/dept").map(id_of).expect("corp/dept listed");
     api.patch_account(dept, json!({"rpd": 5})).await;
     // `/today` counts the four earlier requests against the new bound...
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let t = api.today(dept).await;
-        if t["requests"] == 4 {
-            assert_eq!(t["limits"]["rpd"], json!({"limit": 5, "used": 4, "set_by": "corp/dept"}), "{t}");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "/today never counted 4 requests: {t}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let t = api.today_when(dept, |t| t["requests"] == 4).await;
+    assert_eq!(t["limits"]["rpd"], json!({"limit": 5, "used": 4, "set_by": "corp/dept"}), "{t}");
     // ...and so does admission: one more fits today, the next does not.
     let resp = gw.chat(&ka, &chat_body("gpt-4o", "fifth")).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
@@ -96,8 +85,7 @@ async fn a_daily_bound_added_later_counts_the_days_earlier_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn today_reports_each_bounds_current_use() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (gw, api) = admin_gateway().await;
     let (ka, kb, _) = setup(&api, json!({"rpm": 10, "rpd": 20})).await;
     for (i, key) in [&ka, &kb, &ka].into_iter().enumerate() {
         let resp = gw.chat(key, &chat_body("gpt-4o", &format!("r{i}"))).await;
@@ -105,15 +93,7 @@ async fn today_reports_each_bounds_current_use() {
     }
     let accounts = api.accounts().await;
     let dept = accounts.iter().find(|a| a["path"] == "corp/dept").map(id_of).expect("corp/dept listed");
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    let t = loop {
-        let t = api.today(dept).await;
-        if t["requests"] == 3 {
-            break t;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "/today never counted 3 requests: {t}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let t = api.today_when(dept, |t| t["requests"] == 3).await;
     assert_eq!(t["limits"]["rpd"], json!({"limit": 20, "used": 3, "set_by": "corp/dept"}), "{t}");
     // docs/admin-api.md: `"rpm": {"limit": 60, "used": 3, "set_by": …}`: the minute's use, too.
     assert_eq!(t["limits"]["rpm"], json!({"limit": 10, "used": 3, "set_by": "corp/dept"}), "{t}");

@@ -3,8 +3,8 @@
 //! read, so narrowing a parent later refuses what a child's existing key could do before.
 
 use serde_json::{Value, json};
-use xai_tests::admin::{ADMIN_CONFIG, AdminApi, assert_error, expect, id_of, str_of};
-use xai_tests::fixtures::{Gateway, assert_openai_error, chat_body};
+use xai_tests::admin::{AdminApi, admin_gateway, assert_error, expect, id_of, str_of};
+use xai_tests::fixtures::{assert_openai_error, chat_body};
 
 /// corp (rpm 100) → corp/acme (the bounds under test) → corp/acme/team (within them).
 async fn setup(api: &AdminApi) -> (u64, u64, u64) {
@@ -54,8 +54,7 @@ fn widening_cases() -> Vec<(&'static str, Value, &'static str)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn widening_account_policies_is_refused_and_changes_nothing() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (_gw, api) = admin_gateway().await;
     let (_, acme, team) = setup(&api).await;
     let before_team = api.account(team).await;
     let before_list = api.accounts().await;
@@ -112,8 +111,7 @@ async fn widening_account_policies_is_refused_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_may_not_widen_its_own_account() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (_gw, api) = admin_gateway().await;
     let (_, _, team) = setup(&api).await;
     for (what, body, field) in [
         ("rpm", json!({"rpm": 6}), "rpm"),
@@ -130,8 +128,7 @@ async fn a_key_may_not_widen_its_own_account() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn narrowing_a_parent_later_refuses_a_childs_existing_key() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (gw, api) = admin_gateway().await;
     let acme = id_of(&api.create_account("acme", None, json!({"allow_models": ["gpt-*"]})).await);
     let research = id_of(&api.create_account("research", Some(acme), json!({"allow_models": ["gpt-4o*"]})).await);
     let intern = id_of(&api.create_account("intern", Some(research), json!({})).await);

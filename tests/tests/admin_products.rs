@@ -4,21 +4,8 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use xai_tests::admin::{ADMIN_CONFIG, AdminApi, MOCK_REPLY_COST, assert_error, expect, id_of, str_of, utc_date};
-use xai_tests::fixtures::{Gateway, chat_body};
-
-/// Polls `/today` until `pred` holds (spending is recorded after the response); panics after 5 s.
-async fn today_when(api: &AdminApi, account: u64, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let t = api.today(account).await;
-        if pred(&t) {
-            return t;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "/today of {account} never got there; last: {t:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use xai_tests::admin::{AdminApi, MOCK_REPLY_COST, admin_gateway, assert_error, expect, id_of, str_of, utc_date};
+use xai_tests::fixtures::chat_body;
 
 /// `(kind, id, remaining)` of each source.
 fn sources(today: &Value) -> Vec<(String, Option<u64>, String)> {
@@ -34,60 +21,60 @@ fn src(kind: &str, id: Option<u64>, remaining: &str) -> (String, Option<u64>, St
     (kind.to_owned(), id, remaining.to_owned())
 }
 
+/// The [`sources`] expected of `(kind, product)` in this order with these `remaining` amounts, then the balance.
+fn spending_order(
+    products: &[(&str, &Value)],
+    remaining: &[&str],
+    balance: &str,
+) -> Vec<(String, Option<u64>, String)> {
+    assert_eq!(products.len(), remaining.len(), "one remaining amount per product");
+    let products = products.iter().zip(remaining).map(|((kind, p), left)| src(kind, Some(id_of(p)), left));
+    products.chain([src("balance", None, balance)]).collect()
+}
+
+/// An add-on of `credits` running from today plus `starts` to today plus `ends` (days).
+fn addon(credits: &str, starts: i64, ends: i64) -> Value {
+    json!({"kind": "addon", "credits": credits, "starts": utc_date(starts), "ends": utc_date(ends)})
+}
+
+/// `POST /accounts/{account}/products` (201): the product.
+async fn add_product(api: &AdminApi, account: u64, body: Value, what: &str) -> Value {
+    expect(&api.post(&format!("/accounts/{account}/products"), &body).await, 201, what)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn products_fund_priced_traffic_in_spending_order() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (gw, api) = admin_gateway().await;
     let acme = id_of(&api.create_account("acme", None, json!({"rpd": 100})).await);
     api.credits(acme, "100").await;
     let (_, key) = api.new_key(acme).await;
-    let products = format!("/accounts/{acme}/products");
 
-    let sub = expect(
-        &api.post(
-            &products,
-            &json!({"kind": "subscription", "daily_allowance": "3", "starts": utc_date(-1), "ends": utc_date(30)}),
-        )
-        .await,
-        201,
+    let sub = add_product(
+        &api,
+        acme,
+        json!({"kind": "subscription", "daily_allowance": "3", "starts": utc_date(-1), "ends": utc_date(30)}),
         "subscription",
-    );
+    )
+    .await;
     assert_eq!(sub["kind"], "subscription", "{sub}");
     assert_eq!((sub["daily_allowance"].clone(), sub["remaining"].clone()), (json!("3"), json!("3")), "{sub}");
     assert_eq!((sub["starts"].clone(), sub["ends"].clone()), (json!(utc_date(-1)), json!(utc_date(30))), "{sub}");
     assert_eq!(sub["active"], true, "{sub}");
-    let late = expect(
-        &api.post(&products, &json!({"kind": "addon", "credits": "5", "starts": utc_date(0), "ends": utc_date(10)}))
-            .await,
-        201,
-        "addon ending later",
-    );
+    let late = add_product(&api, acme, addon("5", 0, 10), "addon ending later").await;
     assert_eq!(
         (late["credits"].clone(), late["remaining"].clone(), late["active"].clone()),
         (json!("5"), json!("5"), json!(true))
     );
-    let soon = expect(
-        &api.post(&products, &json!({"kind": "addon", "credits": "4", "starts": utc_date(-2), "ends": utc_date(5)}))
-            .await,
-        201,
-        "addon ending sooner",
-    );
-    let card_forever = expect(&api.post(&products, &json!({"kind": "card", "credits": "7"})).await, 201, "card");
-    let card = expect(
-        &api.post(&products, &json!({"kind": "card", "credits": "10", "expires": utc_date(60)})).await,
-        201,
-        "expiring card",
-    );
+    let soon = add_product(&api, acme, addon("4", -2, 5), "addon ending sooner").await;
+    let card_forever = add_product(&api, acme, json!({"kind": "card", "credits": "7"}), "card").await;
+    let card =
+        add_product(&api, acme, json!({"kind": "card", "credits": "10", "expires": utc_date(60)}), "expiring card")
+            .await;
     assert_eq!((card["kind"].clone(), card["expires"].clone()), (json!("card"), json!(utc_date(60))), "{card}");
-    let future = expect(
-        &api.post(&products, &json!({"kind": "addon", "credits": "50", "starts": utc_date(1), "ends": utc_date(3)}))
-            .await,
-        201,
-        "future addon",
-    );
+    let future = add_product(&api, acme, addon("50", 1, 3), "future addon").await;
     assert_eq!(future["active"], false, "not started yet: {future}");
 
-    let listed = expect(&api.get(&products).await, 200, "list products");
+    let listed = expect(&api.get(&format!("/accounts/{acme}/products")).await, 200, "list products");
     let ids: Vec<u64> = listed["products"].as_array().into_iter().flatten().map(id_of).collect();
     assert_eq!(ids.len(), 6, "{listed}");
     for p in [&sub, &late, &soon, &card_forever, &card, &future] {
@@ -95,23 +82,13 @@ async fn products_fund_priced_traffic_in_spending_order() {
     }
 
     // Spending order: subscription, add-ons by earliest end, cards by earliest expiry, then the balance.
+    let order = [("subscription", &sub), ("addon", &soon), ("addon", &late), ("card", &card), ("card", &card_forever)];
     let t = api.today(acme).await;
     assert_eq!(
         (t["account"].clone(), t["path"].clone(), t["date"].clone()),
         (json!(acme), json!("acme"), json!(utc_date(0)))
     );
-    assert_eq!(
-        sources(&t),
-        [
-            src("subscription", Some(id_of(&sub)), "3"),
-            src("addon", Some(id_of(&soon)), "4"),
-            src("addon", Some(id_of(&late)), "5"),
-            src("card", Some(id_of(&card)), "10"),
-            src("card", Some(id_of(&card_forever)), "7"),
-            src("balance", None, "100"),
-        ],
-        "{t:#}"
-    );
+    assert_eq!(sources(&t), spending_order(&order, &["3", "4", "5", "10", "7"], "100"), "{t:#}");
     assert_eq!(
         (t["sources"][0]["allowance"].clone(), t["sources"][0]["used"].clone()),
         (json!("3"), json!("0")),
@@ -124,20 +101,9 @@ async fn products_fund_priced_traffic_in_spending_order() {
     assert_eq!(resp.status, 200, "{}", resp.text());
     let rec = gw.server.wait_usage(|r| r["requested_model"] == "gpt-4o-mini", Duration::from_secs(5)).await;
     assert_eq!(rec["cost"], MOCK_REPLY_COST, "the config's prices: {rec}");
-    let t = today_when(&api, acme, |t| t["requests"] == 1).await;
+    let t = api.today_when(acme, |t| t["requests"] == 1).await;
     assert_eq!(t["sources"][0]["used"], "2", "{t:#}");
-    assert_eq!(
-        sources(&t),
-        [
-            src("subscription", Some(id_of(&sub)), "1"),
-            src("addon", Some(id_of(&soon)), "4"),
-            src("addon", Some(id_of(&late)), "5"),
-            src("card", Some(id_of(&card)), "10"),
-            src("card", Some(id_of(&card_forever)), "7"),
-            src("balance", None, "100"),
-        ],
-        "{t:#}"
-    );
+    assert_eq!(sources(&t), spending_order(&order, &["1", "4", "5", "10", "7"], "100"), "{t:#}");
     assert_eq!((t["prompt_tokens"].clone(), t["completion_tokens"].clone()), (json!(10), json!(5)), "{t}");
     assert_eq!(t["spent"], "2", "{t}");
     assert_eq!(t["limits"]["rpd"], json!({"limit": 100, "used": 1, "set_by": "acme"}), "{t}");
@@ -145,32 +111,19 @@ async fn products_fund_priced_traffic_in_spending_order() {
     // The second uses up the allowance and takes the rest from the add-on that ends first.
     let resp = gw.chat(&key, &chat_body("gpt-4o-mini", "two")).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
-    let t = today_when(&api, acme, |t| t["requests"] == 2).await;
+    let t = api.today_when(acme, |t| t["requests"] == 2).await;
     assert_eq!((t["prompt_tokens"].clone(), t["completion_tokens"].clone()), (json!(20), json!(10)), "{t}");
     assert_eq!(t["spent"], "4", "{t}");
     let rest: Vec<_> = sources(&t).into_iter().filter(|s| s.0 != "subscription").collect();
     assert_eq!(
         rest,
-        [
-            src("addon", Some(id_of(&soon)), "3"),
-            src("addon", Some(id_of(&late)), "5"),
-            src("card", Some(id_of(&card)), "10"),
-            src("card", Some(id_of(&card_forever)), "7"),
-            src("balance", None, "100"),
-        ],
+        spending_order(&order[1..], &["3", "5", "10", "7"], "100"),
         "the add-on ending first pays what the allowance did not cover: {t:#}"
     );
     assert_eq!(api.balance(acme).await, "100", "the products covered everything");
     assert_eq!(
         sources(&t),
-        [
-            src("subscription", Some(id_of(&sub)), "0"),
-            src("addon", Some(id_of(&soon)), "3"),
-            src("addon", Some(id_of(&late)), "5"),
-            src("card", Some(id_of(&card)), "10"),
-            src("card", Some(id_of(&card_forever)), "7"),
-            src("balance", None, "100"),
-        ],
+        spending_order(&order, &["0", "3", "5", "10", "7"], "100"),
         "a used-up subscription still shows its progress today: {t:#}"
     );
     assert_eq!((t["sources"][0]["used"].clone(), t["sources"][0]["allowance"].clone()), (json!("3"), json!("3")));
@@ -178,8 +131,7 @@ async fn products_fund_priced_traffic_in_spending_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn today_counts_the_subtree_and_falls_back_to_the_balance() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (gw, api) = admin_gateway().await;
     let acme = id_of(&api.create_account("acme", None, json!({})).await);
     let team = id_of(&api.create_account("team", Some(acme), json!({})).await);
     api.credits(acme, "50").await;
@@ -194,7 +146,7 @@ async fn today_counts_the_subtree_and_falls_back_to_the_balance() {
     let resp = gw.chat(&key, &chat_body("gpt-4o", "free")).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
 
-    let t = today_when(&api, team, |t| t["requests"] == 4).await;
+    let t = api.today_when(team, |t| t["requests"] == 4).await;
     assert_eq!((t["prompt_tokens"].clone(), t["completion_tokens"].clone()), (json!(40), json!(20)), "{t}");
     assert_eq!(t["spent"], "6", "{t}");
     assert_eq!(sources(&t), [src("balance", None, "4")], "no products: the balance pays: {t:#}");
@@ -203,7 +155,7 @@ async fn today_counts_the_subtree_and_falls_back_to_the_balance() {
     assert_eq!(parent["spent"], "6", "{parent}");
     assert_eq!(sources(&parent), [src("balance", None, "40")], "the parent's own balance is untouched: {parent:#}");
 
-    // The spending shows in the ledger.
+    // The spending shows in the ledger: one spend entry per account and day, updated as requests are billed.
     let l = api.ledger(team).await;
     assert_eq!(l["balance"], "4", "{l}");
     let spends: Vec<&str> = l["ledger"]
@@ -213,13 +165,12 @@ async fn today_counts_the_subtree_and_falls_back_to_the_balance() {
         .filter(|e| e["kind"] == "spend")
         .map(|e| str_of(e, "amount"))
         .collect();
-    assert_eq!(spends, ["2", "2", "2"], "{l}");
+    assert_eq!(spends, ["6"], "three 2-credit requests in one day's entry: {l}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_products_are_refused() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (_gw, api) = admin_gateway().await;
     let acme = id_of(&api.create_account("acme", None, json!({})).await);
     let path = format!("/accounts/{acme}/products");
     for body in [
@@ -228,7 +179,7 @@ async fn bad_products_are_refused() {
         json!({"kind": "subscription", "daily_allowance": 3, "starts": utc_date(0), "ends": utc_date(1)}),
         json!({"kind": "subscription", "daily_allowance": "3", "starts": "tomorrow", "ends": utc_date(1)}),
         json!({"kind": "subscription", "daily_allowance": "3"}),
-        json!({"kind": "addon", "credits": "-5", "starts": utc_date(0), "ends": utc_date(1)}),
+        addon("-5", 0, 1),
         json!({"kind": "card", "credits": "abc"}),
         json!({"kind": "card", "credits": "5", "expires": "2026-13-01"}),
         json!({"kind": "coupon", "credits": "5"}),

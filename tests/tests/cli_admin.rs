@@ -4,8 +4,8 @@
 //! and the token never appears in any output (checked on every run by [`Cli::run`]).
 
 use serde_json::{Value, json};
-use xai_tests::admin::{ADMIN_CONFIG, AdminApi, Cli, id_of, str_of, utc_date};
-use xai_tests::fixtures::{Gateway, chat_body};
+use xai_tests::admin::{Cli, admin_gateway, id_of, str_of, utc_date};
+use xai_tests::fixtures::chat_body;
 
 /// The first `xai-…` key printed in `text`.
 fn printed_key(text: &str) -> String {
@@ -17,8 +17,7 @@ fn printed_key(text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_through_the_cli_match_the_api() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (gw, api) = admin_gateway().await;
     let cli = Cli::new(&gw.server, gw.server.admin_token());
 
     let out = cli.run(&["accounts", "create", "acme", "--allow-models", "gpt-*", "--rpm", "100"]).await.ok();
@@ -80,8 +79,7 @@ async fn accounts_through_the_cli_match_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_issued_by_the_cli_work_and_revoke() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (gw, api) = admin_gateway().await;
     let cli = Cli::new(&gw.server, gw.server.admin_token());
     let acme = id_of(&api.create_account("acme", None, json!({"allow_models": ["gpt-*"]})).await).to_string();
 
@@ -129,8 +127,7 @@ async fn keys_issued_by_the_cli_work_and_revoke() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credits_products_and_explain_through_the_cli() {
-    let gw = Gateway::start_with(ADMIN_CONFIG).await;
-    let api = AdminApi::root(&gw.server);
+    let (gw, api) = admin_gateway().await;
     let cli = Cli::new(&gw.server, gw.server.admin_token());
     let acme = id_of(&api.create_account("acme", None, json!({"allow_models": ["gpt-*"]})).await);
     let research = id_of(&api.create_account("research", Some(acme), json!({"allow_models": ["gpt-4o*"]})).await);

@@ -5,21 +5,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 use xai_tests::client::SseEvent;
-use xai_tests::fixtures::{ACME_KEY, Gateway, chat_chunks, num, sse_events, stream_body, text};
+use xai_tests::fixtures::{ACME_KEY, Gateway, chat_chunks, num, sse_events, stream_body, streamed_text, text};
 use xai_tests::harness::USAGE_TIMEOUT;
 use xai_tests::mock::Behavior;
 
 const PIECES: [&str; 6] = ["Hel", "lo ", "from ", "the ", "slow ", "stream"];
 const PROMPT_TOKENS: u64 = 21;
 const COMPLETION_TOKENS: u64 = 9;
-
-fn content_of(events: &[SseEvent]) -> String {
-    events
-        .iter()
-        .filter_map(SseEvent::json)
-        .filter_map(|v| v.pointer("/choices/0/delta/content").and_then(Value::as_str).map(str::to_owned))
-        .collect()
-}
 
 fn has_usage(chunk: &Value) -> bool {
     chunk.get("usage").is_some_and(|u| !u.is_null())
@@ -88,7 +80,7 @@ async fn stream_is_forwarded_chunk_by_chunk_and_metered() {
     );
     let sent_without_usage: Vec<Value> = chunks.iter().filter(|c| !has_usage(c)).cloned().collect();
     assert_passed_through(&sent_without_usage, &received);
-    assert_eq!(content_of(&events), PIECES.concat());
+    assert_eq!(streamed_text(&events), PIECES.concat());
 
     // Asked for usage on the client's behalf.
     let up = &gw.mock_a.requests()[0];

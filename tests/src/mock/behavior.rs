@@ -41,6 +41,19 @@ pub struct Behavior {
     pub hang: bool,
 }
 
+/// Builder methods `fn NAME(self, value: TYPE) -> Self` that set the optional field `FIELD` to `Some(value)`.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident => $field:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.$field = Some(value);
+                self
+            }
+        )*
+    };
+}
+
 impl Behavior {
     /// The default reply (the same as no script at all); a starting point for the builder methods.
     pub fn ok() -> Self {
@@ -49,7 +62,7 @@ impl Behavior {
 
     /// A reply with this status; a non-2xx status without a body gets an OpenAI-shaped error body.
     pub fn status(status: u16) -> Self {
-        Self { status: Some(status), ..Self::default() }
+        Self::ok().with_status(status)
     }
 
     /// A reply that never comes.
@@ -68,7 +81,7 @@ impl Behavior {
 
     /// A 200 reply with this JSON body.
     pub fn json(body: Value) -> Self {
-        Self { body: Some(body), ..Self::default() }
+        Self::ok().with_body(body)
     }
 
     /// Adds a response header.
@@ -77,34 +90,17 @@ impl Behavior {
         self
     }
 
-    /// Sets the status.
-    pub fn with_status(mut self, status: u16) -> Self {
-        self.status = Some(status);
-        self
-    }
-
-    /// Sets the JSON body.
-    pub fn with_body(mut self, body: Value) -> Self {
-        self.body = Some(body);
-        self
-    }
-
-    /// Waits before the headers.
-    pub fn with_delay_ms(mut self, ms: u64) -> Self {
-        self.delay_ms = Some(ms);
-        self
-    }
-
-    /// Pauses between stream chunks.
-    pub fn with_interval_ms(mut self, ms: u64) -> Self {
-        self.interval_ms = Some(ms);
-        self
-    }
-
-    /// Closes the connection abruptly after `chunks` chunks.
-    pub fn with_drop_after(mut self, chunks: usize) -> Self {
-        self.drop_after = Some(chunks);
-        self
+    setters! {
+        /// Sets the status.
+        with_status => status: u16;
+        /// Sets the JSON body.
+        with_body => body: Value;
+        /// Waits before the headers.
+        with_delay_ms => delay_ms: u64;
+        /// Pauses between stream chunks.
+        with_interval_ms => interval_ms: u64;
+        /// Closes the connection abruptly after `chunks` chunks.
+        with_drop_after => drop_after: usize;
     }
 }
 

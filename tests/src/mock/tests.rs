@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::client::{self, SseEvent};
+use crate::fixtures::streamed_text;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -25,14 +26,6 @@ fn stream_chat(text: &str, include_usage: bool) -> Value {
 
 async fn post(mock: &MockUpstream, key: &str, body: &Value) -> client::HttpResponse {
     client::post_json(&format!("{}/chat/completions", mock.v1_url()), Some(key), body).await
-}
-
-fn contents(events: &[SseEvent]) -> String {
-    events
-        .iter()
-        .filter_map(SseEvent::json)
-        .filter_map(|v| v.pointer("/choices/0/delta/content").and_then(Value::as_str).map(str::to_owned))
-        .collect()
 }
 
 #[tokio::test]
@@ -73,7 +66,7 @@ async fn default_stream_with_and_without_usage() {
         let events = resp.sse().collect().await.expect("clean end");
         assert_eq!(events.len(), 1 + 5 + 1 + usize::from(include_usage) + 1, "{events:?}");
         assert_eq!(events[0].json().unwrap()["choices"][0]["delta"]["role"], "assistant");
-        assert_eq!(contents(&events), "mock reply: stream me");
+        assert_eq!(streamed_text(&events), "mock reply: stream me");
         let finish = events.iter().filter_map(SseEvent::json).find(|e| e["choices"][0]["finish_reason"] == "stop");
         assert!(finish.is_some(), "a finish chunk");
         let usage: Vec<Value> = events.iter().filter_map(SseEvent::json).filter(|e| e["usage"].is_object()).collect();
