@@ -1,5 +1,17 @@
-//! Durable stores for xai: `PolicyStore`, key-pool shared state and `Meter` over SQLite, Postgres and Redis.
+//! Durable stores for xai: the state behind `PolicyStore`, the key pool's shared state and the `Meter` over SQL
+//! (SQLite embedded by default, Postgres for clusters) and Redis (shared counters, change feed).
 //!
-//! Not built yet: until the storage work lands, `xai-server` runs on the in-memory implementations of
-//! [`xai_core`]. This crate exists so that the dependency graph of the workspace is the final one.
+//! Work in progress (the storage issue): the building blocks below are tested against real SQLite, Postgres and
+//! Redis, and are not wired into `xai-server` yet; the server still runs on the in-memory implementations of
+//! [`xai_core`].
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod secrets;
+pub mod sql;
+pub mod usage;
+pub mod redis_limits;
+
+/// Test support: a throwaway Postgres database and Redis key prefix per test run.
+#[cfg(test)]
+pub(crate) mod testenv;
