@@ -52,11 +52,12 @@ pub fn check(
     for (owner, policy) in p.policies() {
         if policy.allow_ips.is_some() {
             match client {
-                Some(ClientAddr(addr)) if policy.allows_ip(addr.ip()) => {}
+                // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d: compare the canonical form.
+                Some(ClientAddr(addr)) if policy.allows_ip(addr.ip().to_canonical()) => {}
                 Some(ClientAddr(addr)) => {
                     return Err(GatewayError::forbidden(
                         "ip_not_allowed",
-                        format!("client address {} is not allowed for {owner}", addr.ip()),
+                        format!("client address {} is not allowed for {owner}", addr.ip().to_canonical()),
                     ));
                 }
                 None => {
@@ -99,5 +100,55 @@ where
             Ok(()) => Either::Right(self.inner.call(req)),
             Err(e) => Either::Left(ready(Err(e))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{AccountId, KeyId};
+    use crate::money::Micros;
+    use crate::policy::{Account, Policy, Role, VirtualKey};
+    use crate::protocol::{EndpointKind, Protocol};
+    use crate::secret::KeyDigest;
+
+    fn principal(policy: Policy) -> Principal {
+        let a = Arc::new(Account {
+            id: AccountId(1),
+            parent: None,
+            name: "a".into(),
+            path: "a".into(),
+            status: Status::Active,
+            role: Role::Member,
+            policy,
+            balance: Micros::ZERO,
+        });
+        let k = VirtualKey {
+            id: KeyId(1),
+            account: a.id,
+            prefix: "xai-k".into(),
+            digest: KeyDigest::of("k"),
+            status: Status::Active,
+            expires_at: None,
+            policy: None,
+        };
+        Principal::new(Arc::new(k), vec![a])
+    }
+
+    #[test]
+    fn ip_allowlists_see_through_ipv4_mapped_addresses() {
+        let p = principal(Policy { allow_ips: Some(vec!["10.0.0.0/8".parse().unwrap()]), ..Policy::default() });
+        let e = Endpoint {
+            kind: EndpointKind::ChatCompletions,
+            protocol: Protocol::OpenAiChat,
+            path_model: None,
+            sse: false,
+        };
+        let at = |s: &str| Some(ClientAddr(s.parse().unwrap()));
+        assert!(check(&p, &e, at("10.1.2.3:5000"), SystemTime::now()).is_ok());
+        assert!(check(&p, &e, at("[::ffff:10.1.2.3]:5000"), SystemTime::now()).is_ok());
+        let refused = check(&p, &e, at("[::ffff:192.168.1.1]:5000"), SystemTime::now()).unwrap_err();
+        assert!(refused.to_string().contains("192.168.1.1 is not allowed for account a"), "{refused}");
+        assert_eq!(check(&p, &e, None, SystemTime::now()).unwrap_err().status(), 403);
     }
 }
