@@ -109,8 +109,42 @@ impl Default for InMemoryMeter {
     }
 }
 
-fn limits_of(p: &crate::policy::Policy) -> Limits {
+/// The numeric limits of a policy.
+pub fn limits_of(p: &crate::policy::Policy) -> Limits {
     Limits { rpm: p.rpm, rpd: p.rpd, tpm: p.tpm, tpd: p.tpd, daily_limit: p.daily_limit }
+}
+
+/// The counters a request charges, root first, with their limits and a label for refusals: every account of the
+/// path (bounded or not, so a bound added later sees the day's earlier traffic and operators see live use), their
+/// per-model rules matching the name each account saw in the walk, the key's own limits and its per-model rules
+/// (the key sees the requested name). Shared by every [`Meter`] implementation so they count the same nodes.
+pub fn limit_nodes(
+    p: &Principal,
+    model: &str,
+    r: Option<&crate::policy::ModelResolution>,
+) -> Vec<(LimitNode, Limits, String)> {
+    let mut v = Vec::new();
+    for a in p.chain.iter() {
+        v.push((LimitNode::Account(a.id), limits_of(&a.policy), format!("account {}", a.path)));
+        let seen = r.and_then(|r| r.name_at(a.id)).unwrap_or(model);
+        for (i, (g, l)) in a.policy.model_limits.iter().enumerate() {
+            if l.any() && g.matches(seen) {
+                v.push((LimitNode::Model(a.id, i as u16), *l, format!("account {} for models {}", a.path, g)));
+            }
+        }
+    }
+    if let Some(kp) = &p.key.policy {
+        let l = limits_of(kp);
+        if l.any() {
+            v.push((LimitNode::Key(p.key.id), l, format!("key {}", p.key.prefix)));
+        }
+        for (i, (g, l)) in kp.model_limits.iter().enumerate() {
+            if l.any() && g.matches(model) {
+                v.push((LimitNode::KeyModel(p.key.id, i as u16), *l, format!("key {} for models {}", p.key.prefix, g)));
+            }
+        }
+    }
+    v
 }
 
 fn until_midnight() -> Duration {
@@ -135,42 +169,12 @@ impl InMemoryMeter {
         self.counters.write().entry(n).or_default().clone()
     }
 
-    /// The bounded nodes of a request, root first: accounts with limits, their per-model rules matching the
-    /// model, and the key's own limits.
     fn bounded(
         p: &Principal,
         model: &str,
         r: Option<&crate::policy::ModelResolution>,
     ) -> Vec<(LimitNode, Limits, String)> {
-        let mut v = Vec::new();
-        for a in p.chain.iter() {
-            // Every account is counted, bounded or not: a bound added later must see the day's earlier
-            // traffic, and operators see each account's live use.
-            v.push((LimitNode::Account(a.id), limits_of(&a.policy), format!("account {}", a.path)));
-            let seen = r.and_then(|r| r.name_at(a.id)).unwrap_or(model);
-            for (i, (g, l)) in a.policy.model_limits.iter().enumerate() {
-                if l.any() && g.matches(seen) {
-                    v.push((LimitNode::Model(a.id, i as u16), *l, format!("account {} for models {}", a.path, g)));
-                }
-            }
-        }
-        if let Some(kp) = &p.key.policy {
-            let l = limits_of(kp);
-            if l.any() {
-                v.push((LimitNode::Key(p.key.id), l, format!("key {}", p.key.prefix)));
-            }
-            // The key is first in the walk: it sees the requested name.
-            for (i, (g, l)) in kp.model_limits.iter().enumerate() {
-                if l.any() && g.matches(model) {
-                    v.push((
-                        LimitNode::KeyModel(p.key.id, i as u16),
-                        *l,
-                        format!("key {} for models {}", p.key.prefix, g),
-                    ));
-                }
-            }
-        }
-        v
+        limit_nodes(p, model, r)
     }
 
     /// Live use of an account (aggregate over its subtree): requests and tokens in the last minute, and today.
