@@ -7,10 +7,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod redis_limits;
 pub mod secrets;
 pub mod sql;
 pub mod usage;
-pub mod redis_limits;
 
 /// Test support: a throwaway Postgres database and Redis key prefix per test run.
 #[cfg(test)]

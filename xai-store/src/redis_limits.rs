@@ -1,1 +1,780 @@
-//! placeholder (being written)
+//! Cluster-wide limits in Redis (DESIGN §4, §5): [`RedisMeter`] is the [`Meter`] every gateway instance of a
+//! cluster shares.
+//!
+//! Admission is one Lua script: for every bounded node of the request (the caller's account and every ancestor,
+//! their per-model rules matching the model, the key's own limits — the same node set and limits as
+//! [`InMemoryMeter`]) it checks the sliding minute (per-second buckets in a hash) and today's counters, and only
+//! when every bound passes it charges all of them. Settlement (`record`) runs a second script off the hot path:
+//! tokens move by actual − estimate, spend is added to the day.
+//!
+//! Keys: `{prefix}{<root>}:<node>:w` (the minute: 60 one-second buckets, TTL two minutes) and
+//! `{prefix}{<root>}:<node>:d<day>` (fields `r`, `t`, `s`: requests, tokens, micro-credits; TTL two days). The root
+//! account's id is the hash tag, so one path's keys share a slot and the script stays atomic on Redis Cluster.
+//! Seconds and days come from the gateway's clock (NTP-synchronised instances agree to well under a second).
+//!
+//! When Redis errors or does not answer within the admit timeout, admission falls back to an inner
+//! [`InMemoryMeter`] (per-instance limits), a warning is logged once per outage and [`RedisMeter::degraded`]
+//! counts the requests admitted locally. A background ping (at most every half second, never on the request path)
+//! notices when Redis answers again, and admission goes back to it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use redis::aio::ConnectionManager;
+use tokio::sync::Notify;
+use xai_core::memory::InMemoryMeter;
+use xai_core::traits::{LimitNode, StoreError};
+use xai_core::{AdmitRequest, BoxFuture, GatewayError, Maybe, Meter, Reservation, UsageRecord};
+
+/// Marks a reservation taken in Redis (its slot is the unix second); local reservations never set it.
+const REDIS_SLOT: u64 = 1 << 63;
+/// The sliding window, in seconds.
+const WINDOW: u64 = 60;
+/// TTL of the minute hashes.
+const WINDOW_TTL: u64 = 2 * WINDOW;
+/// TTL of the day hashes.
+const DAY_TTL: u64 = 2 * 86_400;
+/// Default bound on one admission round trip.
+const ADMIT_TIMEOUT: Duration = Duration::from_millis(50);
+/// Bound on one settlement round trip.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Minimum interval between two recovery probes.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// Checks every bounded node, then charges all of them or none.
+///
+/// KEYS: per node `i` (1-based), `KEYS[2i-1]` its minute hash, `KEYS[2i]` its day hash.
+/// The minute hash holds 60 one-second buckets (`s<n>` the bucket's second, `r<n>` requests, `t<n>` tokens, `n` =
+/// second mod 60), so it never grows; a bucket counts while its second is within the last minute.
+/// ARGV: now (unix second), estimate tokens, minute TTL, day TTL, bucket index, then per node five limits
+/// (rpm, tpm, rpd, tpd, daily micro-credits), an empty string when unbounded.
+/// Returns `{1}` when admitted, else `{0, node index, bound (1 rpm, 2 tpm, 3 rpd, 4 tpd, 5 daily), retry secs}`.
+const ADMIT_LUA: &str = r"
+local now = tonumber(ARGV[1])
+local est = tonumber(ARGV[2])
+local wttl, dttl, idx = ARGV[3], ARGV[4], ARGV[5]
+local n = #KEYS / 2
+for i = 1, n do
+  local w = KEYS[2 * i - 1]
+  local d = KEYS[2 * i]
+  local b = 5 + (i - 1) * 5
+  local rpm, tpm = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+  local rpd, tpd, daily = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
+  if rpm or tpm then
+    local flat = redis.call('HGETALL', w)
+    local st, rq, tk = {}, {}, {}
+    for j = 1, #flat, 2 do
+      local f = flat[j]
+      local kind, at, v = string.sub(f, 1, 1), string.sub(f, 2), tonumber(flat[j + 1]) or 0
+      if kind == 's' then st[at] = v elseif kind == 'r' then rq[at] = v else tk[at] = v end
+    end
+    local r, t, oldest = 0, 0, nil
+    for at, sec in pairs(st) do
+      if sec + 60 > now and sec < now + 60 then
+        local rv, tv = rq[at] or 0, tk[at] or 0
+        r = r + rv
+        t = t + tv
+        if (rv > 0 or tv > 0) and (oldest == nil or sec < oldest) then oldest = sec end
+      end
+    end
+    local retry = 1
+    if oldest then retry = math.max(1, oldest + 60 - now) end
+    if rpm and r + 1 > rpm then return {0, i, 1, retry} end
+    if tpm and t + est > tpm then return {0, i, 2, retry} end
+  end
+  if rpd or tpd or daily then
+    local day = redis.call('HMGET', d, 'r', 't', 's')
+    local dr, dt, ds = tonumber(day[1]) or 0, tonumber(day[2]) or 0, tonumber(day[3]) or 0
+    if rpd and dr + 1 > rpd then return {0, i, 3, 0} end
+    if tpd and dt + est > tpd then return {0, i, 4, 0} end
+    if daily and ds >= daily then return {0, i, 5, 0} end
+  end
+end
+local sf, rf, tf = 's' .. idx, 'r' .. idx, 't' .. idx
+for i = 1, n do
+  local w = KEYS[2 * i - 1]
+  local d = KEYS[2 * i]
+  if tonumber(redis.call('HGET', w, sf)) == now then
+    redis.call('HINCRBY', w, rf, 1)
+    redis.call('HINCRBY', w, tf, ARGV[2])
+  else
+    redis.call('HSET', w, sf, ARGV[1], rf, 1, tf, ARGV[2])
+  end
+  redis.call('EXPIRE', w, wttl)
+  redis.call('HINCRBY', d, 'r', 1)
+  redis.call('HINCRBY', d, 't', ARGV[2])
+  redis.call('EXPIRE', d, dttl)
+end
+return {1}
+";
+
+/// Settles a reservation.
+///
+/// KEYS: per node, its minute hash, the day hash of the reservation, the day hash of the record.
+/// ARGV: reservation second, token delta (actual − estimate), spend (micro-credits), day TTL, bucket index.
+/// Counters never go below zero; buckets and days already gone are left alone.
+const SETTLE_LUA: &str = r"
+local sf, tf = 's' .. ARGV[5], 't' .. ARGV[5]
+local slot = tonumber(ARGV[1])
+local delta = tonumber(ARGV[2])
+local spend = tonumber(ARGV[3])
+for i = 1, #KEYS / 3 do
+  local w, ds, dr = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  if delta ~= 0 then
+    if tonumber(redis.call('HGET', w, sf)) == slot then
+      if redis.call('HINCRBY', w, tf, ARGV[2]) < 0 then redis.call('HSET', w, tf, 0) end
+    end
+    if redis.call('EXISTS', ds) == 1 then
+      if redis.call('HINCRBY', ds, 't', ARGV[2]) < 0 then redis.call('HSET', ds, 't', 0) end
+    end
+  end
+  if spend ~= 0 then
+    redis.call('HINCRBY', dr, 's', ARGV[3])
+    redis.call('EXPIRE', dr, ARGV[4])
+  end
+end
+return 1
+";
+
+/// A bounded node of a request: its counter, its limits and who it is (for messages).
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn day_of(t: SystemTime) -> i64 {
+    xai_core::day::Day::of(t).0
+}
+
+fn until_midnight(now: u64) -> Duration {
+    Duration::from_secs(86_400 - now % 86_400)
+}
+
+fn opt<T: ToString>(x: Option<T>) -> String {
+    x.map(|x| x.to_string()).unwrap_or_default()
+}
+
+/// State shared with the spawned settlement and probe tasks.
+#[derive(Debug)]
+struct Shared {
+    conn: ConnectionManager,
+    settle: redis::Script,
+    /// In an outage: admission runs on the local meter.
+    down: AtomicBool,
+    /// A recovery probe is running.
+    probing: AtomicBool,
+    last_probe: Mutex<Option<Instant>>,
+    /// Requests admitted locally because Redis was unreachable.
+    degraded: AtomicU64,
+    /// Outages seen.
+    outages: AtomicU64,
+    /// Settlements in flight (for `flush`).
+    pending: AtomicUsize,
+    settled: Notify,
+}
+
+impl Shared {
+    fn fail(&self, why: &dyn std::fmt::Display) {
+        if !self.down.swap(true, Ordering::AcqRel) {
+            self.outages.fetch_add(1, Ordering::Relaxed);
+            *self.last_probe.lock() = Some(Instant::now());
+            tracing::warn!(error = %why, "Redis unreachable: limits fall back to per-instance counters until it answers");
+        }
+    }
+
+    fn ok(&self) {
+        if self.down.swap(false, Ordering::AcqRel) {
+            tracing::info!("Redis answers again: limits are cluster-wide again");
+        }
+    }
+}
+
+/// The cluster-wide [`Meter`] over Redis, with a local fallback (see the module documentation).
+#[derive(Debug)]
+pub struct RedisMeter {
+    shared: Arc<Shared>,
+    admit: redis::Script,
+    prefix: String,
+    local: Arc<InMemoryMeter>,
+    admit_timeout: Duration,
+}
+
+impl RedisMeter {
+    /// A meter over `conn`; every key starts with `prefix` (e.g. `xai:`; must not contain `{`). `local` serves
+    /// `recent` and is the per-instance fallback during an outage.
+    pub fn new(conn: ConnectionManager, prefix: impl Into<String>, local: Arc<InMemoryMeter>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                conn,
+                settle: redis::Script::new(SETTLE_LUA),
+                down: AtomicBool::new(false),
+                probing: AtomicBool::new(false),
+                last_probe: Mutex::new(None),
+                degraded: AtomicU64::new(0),
+                outages: AtomicU64::new(0),
+                pending: AtomicUsize::new(0),
+                settled: Notify::new(),
+            }),
+            admit: redis::Script::new(ADMIT_LUA),
+            prefix: prefix.into(),
+            local,
+            admit_timeout: ADMIT_TIMEOUT,
+        }
+    }
+
+    /// A meter over the Redis at `url` (`redis://…`), connecting lazily: an unreachable Redis at start is an outage
+    /// like any other (the server starts, on local limits, and goes cluster-wide when Redis answers). Must be
+    /// called within a Tokio runtime.
+    pub fn connect(url: &str, prefix: impl Into<String>, local: Arc<InMemoryMeter>) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| StoreError(format!("redis url: {e}")))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let conn =
+            ConnectionManager::new_lazy_with_config(client, config).map_err(|e| StoreError(format!("redis: {e}")))?;
+        Ok(Self::new(conn, prefix, local))
+    }
+
+    /// Bounds one admission round trip (default 50 ms); past it, the request is admitted locally.
+    pub fn with_admit_timeout(mut self, t: Duration) -> Self {
+        self.admit_timeout = t;
+        self
+    }
+
+    /// Requests admitted on per-instance counters because Redis was unreachable.
+    pub fn degraded(&self) -> u64 {
+        self.shared.degraded.load(Ordering::Relaxed)
+    }
+
+    /// Outages seen (each logged once).
+    pub fn outages(&self) -> u64 {
+        self.shared.outages.load(Ordering::Relaxed)
+    }
+
+    /// Whether admission currently runs on the local fallback.
+    pub fn is_degraded(&self) -> bool {
+        self.shared.down.load(Ordering::Acquire)
+    }
+
+    /// The local meter (records for `recent`, per-instance fallback counters).
+    pub fn local(&self) -> &Arc<InMemoryMeter> {
+        &self.local
+    }
+
+    fn key(&self, root: u64, node: LimitNode) -> String {
+        let p = &self.prefix;
+        match node {
+            LimitNode::Account(a) => format!("{p}{{{root}}}:a{}", a.0),
+            LimitNode::Key(k) => format!("{p}{{{root}}}:k{}", k.0),
+            LimitNode::Model(a, i) => format!("{p}{{{root}}}:a{}:m{i}", a.0),
+            LimitNode::KeyModel(k, i) => format!("{p}{{{root}}}:k{}:m{i}", k.0),
+        }
+    }
+
+    /// Admission on the local fallback (and, at most every [`PROBE_EVERY`], a background probe of Redis).
+    fn admit_local(&self, req: &AdmitRequest<'_>) -> Result<Reservation, GatewayError> {
+        self.shared.degraded.fetch_add(1, Ordering::Relaxed);
+        self.probe();
+        match self.local.admit(req) {
+            Maybe::Ready(r) => r,
+            // The in-memory meter always answers at once.
+            Maybe::Pending(_) => Err(GatewayError::Internal("local meter pending".into())),
+        }
+    }
+
+    fn probe(&self) {
+        let sh = &self.shared;
+        {
+            let mut last = sh.last_probe.lock();
+            if last.is_some_and(|t| t.elapsed() < PROBE_EVERY) || sh.probing.load(Ordering::Acquire) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        if sh.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let sh = self.shared.clone();
+        rt.spawn(async move {
+            let mut conn = sh.conn.clone();
+            let ping =
+                tokio::time::timeout(Duration::from_secs(1), redis::cmd("PING").query_async::<String>(&mut conn)).await;
+            if matches!(ping, Ok(Ok(_))) {
+                sh.ok();
+            }
+            sh.probing.store(false, Ordering::Release);
+        });
+    }
+
+    async fn admit_redis(&self, req: &AdmitRequest<'_>) -> Result<Reservation, GatewayError> {
+        let Some(root) = req.principal.chain_ids.first().map(|a| a.0) else {
+            // No account path: nothing to count cluster-wide.
+            return Ok(Reservation::default());
+        };
+        // The same counters as the in-memory meter, so both mean the same bound.
+        let nodes = xai_core::memory::limit_nodes(req.principal, req.model, req.resolution);
+        let now = unix_now();
+        let day = now / 86_400;
+        let mut inv = self.admit.prepare_invoke();
+        inv.arg(now).arg(req.estimate_tokens).arg(WINDOW_TTL).arg(DAY_TTL).arg(now % WINDOW);
+        for (n, l, _) in &nodes {
+            let k = self.key(root, *n);
+            inv.key(format!("{k}:w")).key(format!("{k}:d{day}"));
+            inv.arg(opt(l.rpm)).arg(opt(l.tpm)).arg(opt(l.rpd)).arg(opt(l.tpd)).arg(opt(l.daily_limit.map(|m| m.0)));
+        }
+        let mut conn = self.shared.conn.clone();
+        let answer = match tokio::time::timeout(self.admit_timeout, inv.invoke_async::<Vec<i64>>(&mut conn)).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                self.shared.fail(&e);
+                return self.admit_local(req);
+            }
+            Err(_) => {
+                self.shared.fail(&format_args!("no answer within {:?}", self.admit_timeout));
+                return self.admit_local(req);
+            }
+        };
+        self.shared.ok();
+        match answer.as_slice() {
+            [1] => Ok(Reservation {
+                chain: Some(req.principal.chain_ids.clone()),
+                tokens: req.estimate_tokens,
+                slot: REDIS_SLOT | now,
+                nodes: nodes.iter().map(|(n, _, _)| *n).collect(),
+            }),
+            [0, i, bound, retry] => {
+                let Some((_, l, who)) = usize::try_from(*i - 1).ok().and_then(|i| nodes.get(i)) else {
+                    return Err(GatewayError::Internal(format!("limit script answered {answer:?}")));
+                };
+                let minute = |bound: &str, limit: Option<u64>| GatewayError::RateLimited {
+                    message: format!("rate limit reached: {bound} {} of {who}", opt(limit)),
+                    retry_after: Some(Duration::from_secs((*retry).clamp(1, WINDOW as i64) as u64)),
+                };
+                let daily = |bound: &str, limit: String| GatewayError::RateLimited {
+                    message: format!("daily limit reached: {bound} {limit} of {who}"),
+                    retry_after: Some(until_midnight(now)),
+                };
+                Err(match bound {
+                    1 => minute("rpm", l.rpm),
+                    2 => minute("tpm", l.tpm),
+                    3 => daily("rpd", opt(l.rpd)),
+                    4 => daily("tpd", opt(l.tpd)),
+                    _ => daily("daily_limit", l.daily_limit.map(|x| format!("{x} credits")).unwrap_or_default()),
+                })
+            }
+            _ => Err(GatewayError::Internal(format!("limit script answered {answer:?}"))),
+        }
+    }
+
+    /// Settles a Redis reservation in a spawned task.
+    fn settle(&self, record: &UsageRecord, reservation: &Reservation) {
+        let Some(root) = reservation.chain.as_ref().and_then(|c| c.first()).map(|a| a.0) else { return };
+        if reservation.nodes.is_empty() {
+            return;
+        }
+        let delta = record.usage.total() as i64 - reservation.tokens as i64;
+        let spend = record.cost.0;
+        if delta == 0 && spend == 0 {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("settlement outside a Tokio runtime: reservation kept at its estimate");
+            return;
+        };
+        let sec = reservation.slot & !REDIS_SLOT;
+        let (slot_day, record_day) = ((sec / 86_400) as i64, day_of(record.time));
+        let mut keys = Vec::with_capacity(reservation.nodes.len() * 3);
+        for n in reservation.nodes.iter() {
+            let k = self.key(root, *n);
+            keys.push(format!("{k}:w"));
+            keys.push(format!("{k}:d{slot_day}"));
+            keys.push(format!("{k}:d{record_day}"));
+        }
+        let sh = self.shared.clone();
+        sh.pending.fetch_add(1, Ordering::AcqRel);
+        rt.spawn(async move {
+            let mut inv = sh.settle.prepare_invoke();
+            for k in &keys {
+                inv.key(k);
+            }
+            inv.arg(sec).arg(delta).arg(spend).arg(DAY_TTL).arg(sec % WINDOW);
+            let mut conn = sh.conn.clone();
+            match tokio::time::timeout(SETTLE_TIMEOUT, inv.invoke_async::<i64>(&mut conn)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "settlement not written to Redis: the estimate stays counted"),
+                Err(_) => tracing::warn!("settlement timed out: the estimate stays counted"),
+            }
+            if sh.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                sh.settled.notify_waiters();
+            }
+        });
+    }
+}
+
+impl Meter for RedisMeter {
+    fn admit<'a>(&'a self, req: &'a AdmitRequest<'a>) -> Maybe<'a, Result<Reservation, GatewayError>> {
+        if self.is_degraded() {
+            return Maybe::Ready(self.admit_local(req));
+        }
+        Maybe::Pending(Box::pin(self.admit_redis(req)))
+    }
+
+    fn record(&self, record: UsageRecord, reservation: Reservation) {
+        if reservation.slot & REDIS_SLOT == 0 {
+            // Admitted locally: the local meter settles it.
+            self.local.record(record, reservation);
+            return;
+        }
+        self.settle(&record, &reservation);
+        // The local meter keeps the record for `recent`; its counters were not charged.
+        self.local.record(record, Reservation { nodes: Arc::from(Vec::new()), ..reservation });
+    }
+
+    fn recent(&self, limit: usize) -> Vec<UsageRecord> {
+        self.local.recent(limit)
+    }
+
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let sh = &self.shared;
+            let wait = async {
+                loop {
+                    let notified = sh.settled.notified();
+                    if sh.pending.load(Ordering::Acquire) == 0 {
+                        break;
+                    }
+                    notified.await;
+                }
+            };
+            let _ = tokio::time::timeout(SETTLE_TIMEOUT + Duration::from_secs(1), wait).await;
+            self.local.flush().await;
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testenv;
+    use xai_core::policy::{Account, Limits, ModelPattern, Policy, Principal, Role, Status, VirtualKey};
+    use xai_core::usage::{RecordStatus, Usage};
+    use xai_core::{AccountId, KeyDigest, KeyId, Micros, Protocol, RequestId};
+
+    const T: Duration = Duration::from_secs(2);
+
+    fn account(id: u64, parent: Option<u64>, policy: Policy) -> Arc<Account> {
+        Arc::new(Account {
+            id: AccountId(id),
+            parent: parent.map(AccountId),
+            name: format!("a{id}").into(),
+            path: format!("a{id}").into(),
+            status: Status::Active,
+            role: Role::Member,
+            policy,
+            balance: Micros::ZERO,
+        })
+    }
+
+    fn principal(chain: Vec<Arc<Account>>, key: u64) -> Principal {
+        let k = VirtualKey {
+            id: KeyId(key),
+            account: chain.last().unwrap().id,
+            prefix: "xai-k".into(),
+            digest: KeyDigest::of(&key.to_string()),
+            status: Status::Active,
+            expires_at: None,
+            policy: None,
+        };
+        Principal::new(Arc::new(k), chain)
+    }
+
+    fn lim(rpm: Option<u64>, tpm: Option<u64>) -> Policy {
+        Policy { rpm, tpm, ..Policy::default() }
+    }
+
+    fn record(p: &Principal, total: u64, cost: i64) -> UsageRecord {
+        UsageRecord {
+            request_id: RequestId::generate(),
+            time: SystemTime::now(),
+            account: p.account().id,
+            account_path: p.account().path.clone(),
+            chain: p.chain_ids.clone(),
+            key: p.key.id,
+            inbound_protocol: Protocol::OpenAiChat,
+            provider: None,
+            upstream_key: None,
+            requested_model: "m".into(),
+            upstream_model: None,
+            level: None,
+            status: RecordStatus::Ok,
+            http_status: 200,
+            attempts: vec![],
+            latency_ms: 0,
+            ttft_ms: None,
+            usage: Usage { prompt_tokens: total, ..Usage::default() },
+            cost: Micros(cost),
+            estimated: false,
+        }
+    }
+
+    async fn ask(m: &RedisMeter, p: &Principal, model: &str, est: u64) -> Result<Reservation, GatewayError> {
+        let req = AdmitRequest { principal: p, model, estimate_tokens: est, resolution: None };
+        tokio::time::timeout(T, m.admit(&req).get()).await.expect("admission is bounded in time")
+    }
+
+    /// Two instances (two connection managers) over one Redis and one key prefix; `None` when Redis is absent.
+    async fn cluster() -> Option<(RedisMeter, RedisMeter, ConnectionManager, String)> {
+        let (c1, prefix) = testenv::redis().await?;
+        let (c2, _) = testenv::redis().await?;
+        let m1 = RedisMeter::new(c1.clone(), prefix.clone(), Arc::default()).with_admit_timeout(T);
+        let m2 = RedisMeter::new(c2, prefix.clone(), Arc::default()).with_admit_timeout(T);
+        Some((m1, m2, c1, prefix))
+    }
+
+    #[tokio::test]
+    async fn rpm_is_shared_by_two_instances() {
+        let Some((m1, m2, mut conn, prefix)) = cluster().await else { return };
+        let p = principal(vec![account(1, None, lim(Some(20), None)), account(2, Some(1), Policy::default())], 1);
+        for i in 0..20 {
+            let m = if i % 2 == 0 { &m1 } else { &m2 };
+            ask(m, &p, "m", 1).await.unwrap_or_else(|e| panic!("request {i}: {e}"));
+        }
+        for m in [&m1, &m2] {
+            let e = ask(m, &p, "m", 1).await.unwrap_err();
+            assert_eq!(e.status(), 429);
+            assert!(e.to_string().contains("rpm 20 of account a1"), "{e}");
+            assert!(e.retry_after().is_some_and(|r| r >= Duration::from_secs(1) && r <= Duration::from_secs(60)));
+        }
+        assert_eq!((m1.degraded(), m2.degraded()), (0, 0));
+        testenv::redis_cleanup(&mut conn, &prefix).await;
+    }
+
+    #[tokio::test]
+    async fn a_parent_bound_holds_across_children_and_instances() {
+        let Some((m1, m2, mut conn, prefix)) = cluster().await else { return };
+        let root = account(10, None, lim(Some(3), None));
+        let a = principal(vec![root.clone(), account(11, Some(10), Policy::default())], 1);
+        let b = principal(vec![root, account(12, Some(10), lim(Some(100), None))], 2);
+        ask(&m1, &a, "m", 1).await.unwrap();
+        ask(&m2, &b, "m", 1).await.unwrap();
+        ask(&m1, &a, "m", 1).await.unwrap();
+        let e = ask(&m2, &b, "m", 1).await.unwrap_err();
+        assert!(e.to_string().contains("rpm 3 of account a10"), "{e}");
+        let e = ask(&m1, &a, "m", 1).await.unwrap_err();
+        assert!(e.to_string().contains("of account a10"), "{e}");
+        testenv::redis_cleanup(&mut conn, &prefix).await;
+    }
+
+    #[tokio::test]
+    async fn tpm_settlement_frees_tokens() {
+        let Some((m1, m2, mut conn, prefix)) = cluster().await else { return };
+        let p = principal(vec![account(1, None, lim(None, Some(1000)))], 1);
+        let r = ask(&m1, &p, "m", 900).await.unwrap();
+        let e = ask(&m2, &p, "m", 200).await.unwrap_err();
+        assert!(e.to_string().contains("tpm 1000 of account a1"), "{e}");
+        m1.record(record(&p, 100, 0), r);
+        m1.flush().await;
+        ask(&m2, &p, "m", 800).await.unwrap();
+        assert!(ask(&m1, &p, "m", 200).await.is_err(), "100 + 800 + 200 > 1000");
+        assert_eq!(m1.recent(10).len(), 1);
+        testenv::redis_cleanup(&mut conn, &prefix).await;
+    }
+
+    #[tokio::test]
+    async fn day_bounds_daily_credits_and_model_rules() {
+        let Some((m1, m2, mut conn, prefix)) = cluster().await else { return };
+        let p = principal(vec![account(1, None, Policy { daily_limit: Some(Micros(10)), ..Policy::default() })], 1);
+        let r = ask(&m1, &p, "m", 1).await.unwrap();
+        m1.record(record(&p, 1, 10), r);
+        m1.flush().await;
+        let e = ask(&m2, &p, "m", 1).await.unwrap_err();
+        assert!(e.to_string().contains("daily_limit"), "{e}");
+        assert!(e.retry_after().is_some_and(|r| r <= Duration::from_secs(86_400)));
+
+        let q = principal(vec![account(2, None, Policy { rpd: Some(2), ..Policy::default() })], 2);
+        ask(&m1, &q, "m", 1).await.unwrap();
+        ask(&m2, &q, "m", 1).await.unwrap();
+        assert!(ask(&m1, &q, "m", 1).await.unwrap_err().to_string().contains("rpd 2 of account a2"));
+
+        let rule = Limits { rpm: Some(1), ..Limits::default() };
+        let policy = Policy { model_limits: vec![(ModelPattern::new("gpt-4o*").unwrap(), rule)], ..Policy::default() };
+        let s = principal(vec![account(3, None, policy)], 3);
+        ask(&m1, &s, "gpt-4o", 1).await.unwrap();
+        let e = ask(&m2, &s, "gpt-4o-mini", 1).await.unwrap_err();
+        assert!(e.to_string().contains("for models gpt-4o*"), "{e}");
+        for _ in 0..5 {
+            ask(&m2, &s, "o3", 1).await.unwrap();
+        }
+        testenv::redis_cleanup(&mut conn, &prefix).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_admissions_never_exceed_the_bound() {
+        let Some((m1, m2, mut conn, prefix)) = cluster().await else { return };
+        let (m1, m2) = (Arc::new(m1), Arc::new(m2));
+        let root = account(1, None, Policy { rpm: Some(25), tpm: Some(10_000), ..Policy::default() });
+        let mut tasks = Vec::new();
+        for i in 0..120u64 {
+            let m = if i % 2 == 0 { m1.clone() } else { m2.clone() };
+            // Children of one root, each with its own key.
+            let p = principal(vec![root.clone(), account(100 + i % 7, Some(1), Policy::default())], i);
+            tasks.push(tokio::spawn(async move { ask(&m, &p, "m", 100).await.is_ok() }));
+        }
+        let mut admitted = 0;
+        for t in tasks {
+            admitted += usize::from(t.await.unwrap());
+        }
+        assert_eq!(admitted, 25);
+        assert_eq!((m1.degraded(), m2.degraded()), (0, 0));
+        testenv::redis_cleanup(&mut conn, &prefix).await;
+    }
+
+    #[tokio::test]
+    async fn unreachable_redis_falls_back_to_local_limits() {
+        let m = RedisMeter::connect("redis://127.0.0.1:1", "xai-test-closed:", Arc::default()).unwrap();
+        let p = principal(vec![account(1, None, lim(Some(2), None))], 1);
+        let started = Instant::now();
+        let r = ask(&m, &p, "m", 5).await.expect("admitted by the local fallback");
+        ask(&m, &p, "m", 5).await.unwrap();
+        let e = ask(&m, &p, "m", 5).await.unwrap_err();
+        assert!(e.to_string().contains("rpm 2 of account a1"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(1), "degraded admission must not wait on Redis");
+        assert!(m.is_degraded());
+        assert_eq!((m.degraded(), m.outages()), (3, 1));
+        assert_eq!(r.slot & REDIS_SLOT, 0);
+        m.record(record(&p, 1, 0), r);
+        m.flush().await;
+        assert_eq!(m.recent(10).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn recovery_is_automatic() {
+        let Some((m, _m2, mut conn, prefix)) = cluster().await else { return };
+        let p = principal(vec![account(1, None, lim(Some(100), None))], 1);
+        // An outage as an error or timeout would declare it.
+        m.shared.fail(&"simulated");
+        let r = ask(&m, &p, "m", 1).await.unwrap();
+        assert_eq!(r.slot & REDIS_SLOT, 0, "admitted locally during the outage");
+        assert!(m.is_degraded());
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while m.is_degraded() {
+            assert!(Instant::now() < deadline, "Redis answers: the meter must leave degraded mode");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = ask(&m, &p, "m", 1).await;
+        }
+        let r = ask(&m, &p, "m", 1).await.unwrap();
+        assert_ne!(r.slot & REDIS_SLOT, 0, "admitted by Redis again");
+        assert_eq!(m.outages(), 1);
+        testenv::redis_cleanup(&mut conn, &prefix).await;
+    }
+
+    #[tokio::test]
+    async fn the_minute_slides_and_its_hash_stays_bounded() {
+        let Some((m1, m2, mut conn, prefix)) = cluster().await else { return };
+        let p = principal(vec![account(1, None, lim(Some(5), None))], 1);
+        let w = format!("{prefix}{{1}}:a1:w");
+        let now = unix_now();
+        let bucket = |sec: u64, r: u64| {
+            let i = sec % WINDOW;
+            let mut c = redis::cmd("HSET");
+            c.arg(&w).arg(format!("s{i}")).arg(sec).arg(format!("r{i}")).arg(r).arg(format!("t{i}")).arg(0);
+            c
+        };
+        // A full bucket that left the window does not count.
+        let _: () = bucket(now - 61, 1000).query_async(&mut conn).await.unwrap();
+        ask(&m1, &p, "m", 1).await.unwrap();
+        // Four requests 30 s ago fill the window: the next one is refused until they leave it.
+        let _: () = bucket(now - 30, 4).query_async(&mut conn).await.unwrap();
+        let e = ask(&m2, &p, "m", 1).await.unwrap_err();
+        let retry = e.retry_after().unwrap();
+        assert!(retry >= Duration::from_secs(28) && retry <= Duration::from_secs(31), "{retry:?}");
+        for _ in 0..200 {
+            let _ = ask(&m1, &p, "m", 1).await;
+        }
+        let fields: u64 = redis::cmd("HLEN").arg(&w).query_async(&mut conn).await.unwrap();
+        assert!(fields <= 3 * WINDOW, "{fields}");
+        testenv::redis_cleanup(&mut conn, &prefix).await;
+    }
+
+    /// A loopback TCP proxy to the test Redis that can be cut and restored: a real outage.
+    struct Proxy {
+        port: u16,
+        tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    }
+
+    impl Proxy {
+        async fn start(port: u16) -> Proxy {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let target = testenv::redis_url().trim_start_matches("redis://").trim_end_matches('/').to_string();
+            let tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+            let inner = tasks.clone();
+            let accept = tokio::spawn(async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    let target = target.clone();
+                    let conn = tokio::spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(target.as_str()).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    inner.lock().push(conn.abort_handle());
+                }
+            });
+            tasks.lock().push(accept.abort_handle());
+            Proxy { port, tasks }
+        }
+
+        fn cut(&self) {
+            for t in self.tasks.lock().drain(..) {
+                t.abort();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outage_degrades_then_recovers() {
+        let Some((_, _, mut conn, prefix)) = cluster().await else { return };
+        let proxy = Proxy::start(0).await;
+        let url = format!("redis://127.0.0.1:{}", proxy.port);
+        let m = RedisMeter::connect(&url, prefix.clone(), Arc::default()).unwrap().with_admit_timeout(T);
+        let p = principal(vec![account(1, None, lim(Some(1000), None))], 1);
+        assert_ne!(ask(&m, &p, "m", 1).await.unwrap().slot & REDIS_SLOT, 0, "admitted by Redis");
+
+        proxy.cut();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !m.is_degraded() {
+            assert!(Instant::now() < deadline, "an unreachable Redis must be noticed");
+            ask(&m, &p, "m", 1).await.expect("requests keep flowing during the outage");
+        }
+        let r = ask(&m, &p, "m", 1).await.unwrap();
+        assert_eq!(r.slot & REDIS_SLOT, 0, "admitted locally during the outage");
+        assert_eq!(m.outages(), 1);
+        assert!(m.degraded() >= 1);
+
+        let back = Proxy::start(proxy.port).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while m.is_degraded() {
+            assert!(Instant::now() < deadline, "Redis is back: the meter must leave degraded mode");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            ask(&m, &p, "m", 1).await.unwrap();
+        }
+        assert_ne!(ask(&m, &p, "m", 1).await.unwrap().slot & REDIS_SLOT, 0, "admitted by Redis again");
+        assert_eq!(m.outages(), 1);
+        back.cut();
+        testenv::redis_cleanup(&mut conn, &prefix).await;
+    }
+
+    #[test]
+    fn keys_of_one_tree_share_the_root_hash_tag() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _g = rt.enter();
+        let m = RedisMeter::connect("redis://127.0.0.1:1", "xai:", Arc::default()).unwrap();
+        assert_eq!(m.key(7, LimitNode::Account(AccountId(9))), "xai:{7}:a9");
+        assert_eq!(m.key(7, LimitNode::KeyModel(KeyId(3), 2)), "xai:{7}:k3:m2");
+    }
+}

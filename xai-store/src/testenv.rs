@@ -53,7 +53,8 @@ impl TestDb {
     /// Drops the database (closing other sessions on it first).
     pub async fn drop_db(self) {
         if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&mut conn).await;
+            let _ =
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&mut conn).await;
         }
     }
 }
