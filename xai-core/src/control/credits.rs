@@ -127,6 +127,10 @@ impl ControlPlane {
                     st.push_entry(Some(from.id), Some(to.id), abs, kind, note, now)
                 }
             };
+            st.dirty.accounts.insert(account);
+            if let Some(p) = a.parent {
+                st.dirty.accounts.insert(p);
+            }
             Ok(Transfer {
                 account: st.view(account).expect("exists"),
                 parent: a.parent.and_then(|p| st.view(p)),

@@ -7,6 +7,7 @@
 mod credits;
 mod explain;
 mod keys;
+mod persist;
 mod products;
 #[cfg(test)]
 mod proptests;
@@ -23,6 +24,7 @@ pub use credits::Transfer;
 pub use credits::{Entry, EntryKind};
 pub use explain::{Explain, ExplainStep, Subject};
 pub use keys::{IssuedKey, KeyInfo, NewKey};
+pub use persist::{Changes, KeyChange, Saved};
 pub use products::{Product, ProductKind, ProductSpec, SourceProgress, SpendingMeter, Today};
 pub use tree::{AccountPatch, NewAccount};
 
@@ -89,7 +91,7 @@ pub enum Scope {
     Subtree(AccountId),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct KeyRecord {
     pub(crate) key: VirtualKey,
     pub(crate) name: Option<String>,
@@ -106,6 +108,8 @@ pub(crate) struct State {
     pub(crate) usage: HashMap<AccountId, products::DayUsage>,
     /// The day's spend entry of each account in `ledger` (spend is booked as one entry per account and day).
     pub(crate) spend_entry: HashMap<AccountId, (crate::day::Day, usize)>,
+    /// What changed since the last save.
+    pub(crate) dirty: persist::Dirty,
     pub(crate) next_account: u64,
     pub(crate) next_key: u64,
     pub(crate) next_product: u64,
@@ -195,10 +199,30 @@ impl ControlPlane {
         let mut st = self.state.lock();
         // Only what these changes touch is copied (accounts, keys): the ledger, products and usage grow with
         // traffic and are never changed here, so they are not cloned on every admin write.
+        // The ledger is lent to the change (a config import mints initial credits) and always returned; entries
+        // a refused change pushed are dropped with it.
         let mut scratch = st.clone_shallow();
-        let out = f(&mut scratch)?;
-        let catalog = scratch.catalog();
-        self.store.replace(catalog).map_err(|e| AdminError::Invalid(e.to_string()))?;
+        let ledger_len = st.ledger.len();
+        scratch.ledger = std::mem::take(&mut st.ledger);
+        scratch.next_entry = st.next_entry;
+        let out = f(&mut scratch).and_then(|out| {
+            let catalog = scratch.catalog();
+            self.store.replace(catalog).map_err(|e| AdminError::Invalid(e.to_string()))?;
+            Ok(out)
+        });
+        st.ledger = std::mem::take(&mut scratch.ledger);
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                st.ledger.truncate(ledger_len);
+                return Err(e);
+            }
+        };
+        scratch.mark_tree_diff(&st.accounts, &st.keys);
+        st.dirty.accounts.extend(scratch.dirty.accounts.drain());
+        st.dirty.keys.extend(scratch.dirty.keys.drain());
+        st.dirty.entries.extend(scratch.dirty.entries.drain());
+        st.next_entry = scratch.next_entry;
         st.accounts = scratch.accounts;
         st.keys = scratch.keys;
         st.next_account = scratch.next_account;
@@ -335,6 +359,7 @@ impl State {
     ) -> Entry {
         let e = Entry { id: self.next_entry, time, from, to, amount, kind, note };
         self.next_entry += 1;
+        self.dirty.entries.insert(e.id);
         self.ledger.push(e.clone());
         e
     }

@@ -87,7 +87,7 @@ pub struct Product {
     /// Usable today.
     pub active: bool,
     #[serde(skip)]
-    used: (Day, Micros),
+    pub(crate) used: (Day, Micros),
 }
 
 impl Product {
@@ -114,7 +114,7 @@ impl Product {
         }
     }
 
-    fn refresh(&mut self, day: Day) {
+    pub(crate) fn refresh(&mut self, day: Day) {
         if self.kind == ProductKind::Subscription {
             self.remaining = self.left_on(day);
         }
@@ -243,6 +243,7 @@ impl ControlPlane {
             p.refresh(today);
             st.next_product += 1;
             st.products.insert(p.id, p.clone());
+            st.dirty.products.insert(p.id);
             Ok(p)
         })
     }
@@ -304,6 +305,7 @@ impl ControlPlane {
                     _ => p.remaining = Micros(p.remaining.0 - take),
                 }
                 p.refresh(day);
+                st.dirty.products.insert(id);
                 left -= take;
                 if left == 0 {
                     return Ok(());
@@ -323,7 +325,9 @@ impl ControlPlane {
                     i
                 }
             };
+            st.dirty.accounts.insert(rec.account);
             let e = &mut st.ledger[entry];
+            st.dirty.entries.insert(e.id);
             e.amount = e.amount.saturating_add(Micros(take));
             e.time = SystemTime::now();
             if unfunded > 0 {

@@ -122,7 +122,7 @@ impl Policy {
 }
 
 /// A node of the account tree.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Account {
     /// Id.
     pub id: AccountId,
@@ -143,7 +143,7 @@ pub struct Account {
 }
 
 /// A virtual key, as stored: the key itself is only ever a digest.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct VirtualKey {
     /// Id.
     pub id: KeyId,
