@@ -53,7 +53,6 @@ async fn sigterm_lets_a_slow_stream_finish_then_exits_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "usage survives a restart only once durable storage lands (issue 4); state is in memory today"]
 async fn usage_is_flushed_on_sigterm() {
     let mut gw = Gateway::start().await;
     let resp = gw.chat(ACME_KEY, &xai_tests::fixtures::chat_body("gpt-4o", "remember me")).await;

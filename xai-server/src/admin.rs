@@ -14,6 +14,7 @@ use xai_core::control::{AdminError, ControlPlane, Scope};
 use xai_core::memory::InMemoryKeyPool;
 use xai_core::policy::{Role, Status};
 use xai_core::{AccountId, Body, KeyDigest, KeyId, Meter, Micros, PolicyStore, body};
+use xai_store::usage::UsageDb;
 
 /// What the admin API needs.
 #[derive(Clone)]
@@ -22,6 +23,8 @@ pub struct Admin {
     pub token_digest: [u8; 32],
     /// The control plane.
     pub control: Arc<ControlPlane>,
+    /// Where changes are saved (none: in memory only).
+    pub sql: Option<Arc<xai_store::sql::SqlStore>>,
     /// Usage source.
     pub meter: Arc<dyn Meter>,
     /// Key health source.
@@ -152,13 +155,29 @@ impl Admin {
         };
         let path = parts.uri.path().trim_end_matches('/').to_string();
         let segs: Vec<&str> = path.trim_start_matches("/admin/v1/").split('/').collect();
-        match self.route(scope, &parts.method, &segs, &parts.uri, &body) {
-            Ok(r) => r,
-            Err(e) => admin_error(e),
+        if parts.method == Method::GET && segs == ["usage"] {
+            return self.usage(scope, &parts.uri).await.unwrap_or_else(admin_error);
         }
+        let answer = match self.route(scope, &parts.method, &segs, &body) {
+            Ok(r) => r,
+            Err(e) => return admin_error(e),
+        };
+        // A change is answered once it is saved.
+        if parts.method != Method::GET
+            && let Some(sql) = &self.sql
+            && let Err(e) = crate::durable::save(sql, &self.control, self.control.take_changes()).await
+        {
+            tracing::error!(error = %e, "saving an admin change failed");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_saved",
+                "the change is applied but could not be saved yet; it is retried in the background",
+            );
+        }
+        answer
     }
 
-    fn route(&self, scope: Scope, m: &Method, segs: &[&str], uri: &http::Uri, body: &Bytes) -> Answer {
+    fn route(&self, scope: Scope, m: &Method, segs: &[&str], body: &Bytes) -> Answer {
         let c = &self.control;
         match (m, segs) {
             (&Method::GET, ["accounts"]) => ok(&serde_json::json!({ "accounts": c.accounts(scope) })),
@@ -215,19 +234,48 @@ impl Admin {
                     .ok_or_else(|| AdminError::NotFound(format!("no upstream key {k}")))?;
                 ok(&h)
             }
-            (&Method::GET, ["usage"]) => {
-                let limit = query(uri, "limit").and_then(|v| v.parse::<usize>().ok()).unwrap_or(100).min(10_000);
-                let mut records = self.meter.recent(if scope == Scope::Root { limit } else { 10_000 });
-                if let Scope::Subtree(s) = scope {
-                    records.retain(|r| r.chain.contains(&s));
-                    let skip = records.len().saturating_sub(limit);
-                    records.drain(..skip);
-                }
-                ok(&serde_json::json!({ "records": records }))
-            }
             (_, ["anomalies"]) => Err(AdminError::Invalid("anomaly detection is not built yet".into())),
             _ => Err(AdminError::NotFound(format!("no admin endpoint {m} /admin/v1/{}", segs.join("/")))),
         }
+    }
+
+    /// Recent usage: what the database holds plus what is still on its way there, newest last.
+    async fn usage(&self, scope: Scope, uri: &http::Uri) -> Answer {
+        let limit = query(uri, "limit").and_then(|v| v.parse::<usize>().ok()).unwrap_or(100).min(10_000);
+        let path = match scope {
+            Scope::Root => None,
+            Scope::Subtree(s) => Some(self.control.account(scope, s)?.account.path.to_string()),
+        };
+        let mut memory = self.meter.recent(10_000);
+        if let Scope::Subtree(s) = scope {
+            memory.retain(|r| r.chain.contains(&s));
+        }
+        let mut rows: Vec<serde_json::Value> = match &self.sql {
+            Some(sql) => {
+                let db = sql
+                    .sqlite_pool()
+                    .cloned()
+                    .map(UsageDb::Sqlite)
+                    .or_else(|| sql.postgres_pool().cloned().map(UsageDb::Postgres));
+                match db {
+                    Some(db) => db.recent(limit as i64, path.as_deref()).await.map_err(|e| {
+                        tracing::warn!(error = %e, "reading usage failed");
+                        AdminError::Invalid("usage records are unavailable: the database did not answer".into())
+                    })?,
+                    None => vec![],
+                }
+            }
+            None => vec![],
+        };
+        let seen: std::collections::HashSet<String> =
+            rows.iter().filter_map(|r| r["request_id"].as_str().map(str::to_string)).collect();
+        for r in memory.into_iter().filter(|r| !seen.contains(&*r.request_id.0)) {
+            rows.push(serde_json::to_value(&r).unwrap_or_default());
+        }
+        rows.sort_by(|a, b| a["time"].as_str().cmp(&b["time"].as_str()));
+        let skip = rows.len().saturating_sub(limit);
+        rows.drain(..skip);
+        ok(&serde_json::json!({ "records": rows }))
     }
 
     fn providers(&self) -> serde_json::Value {

@@ -6,6 +6,7 @@
 
 mod admin;
 mod config;
+mod durable;
 mod server;
 mod upstream;
 
@@ -17,8 +18,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256};
-use xai_core::control::{ControlPlane, SpendingMeter};
-use xai_core::memory::{InMemoryKeyPool, InMemoryMeter};
+use xai_core::control::SpendingMeter;
+use xai_core::memory::InMemoryKeyPool;
 use xai_core::{Gateway, PolicyStore};
 
 use crate::config::Config;
@@ -181,10 +182,17 @@ async fn run(cli: Cli) -> Result<(), String> {
     });
     let token_digest = admin_digest(&cfg, &data_dir, &mut notes)?;
 
-    if cli.database_url.is_some() || cfg.database_url.is_some() || cli.redis_url.is_some() || cfg.redis_url.is_some() {
-        tracing::warn!("database/redis URLs are set but durable storage is not in this build: state is in memory");
-    }
-    notes.push(format!("state: in memory (data dir {}); limits are per instance", data_dir.display()));
+    let db_url = durable::database_url(cli.database_url.as_deref(), cfg.database_url.as_deref(), &data_dir);
+    let redis_url = cli.redis_url.clone().or_else(|| cfg.redis_url.clone());
+    notes.push(format!(
+        "state: {} (data dir {}); limits: {}",
+        durable::redact_url(&db_url),
+        data_dir.display(),
+        match &redis_url {
+            Some(u) => format!("cluster-wide in {}", durable::redact_url(u)),
+            None => "per instance (no --redis-url)".into(),
+        }
+    ));
 
     let catalog = cfg.catalog();
     let summary = format!(
@@ -205,12 +213,20 @@ async fn run(cli: Cli) -> Result<(), String> {
     );
     notes.push(summary);
 
-    let control = Arc::new(ControlPlane::new(catalog).map_err(|e| e.to_string())?);
+    let state = durable::open(&db_url, &data_dir, catalog).await?;
+    let control = state.control.clone();
+    notes.push(format!(
+        "restored: {} accounts, {} credits in balances",
+        control.accounts(xai_core::control::Scope::Root).len(),
+        durable::total_credits(&control)
+    ));
     let store = control.store();
     let pool = Arc::new(InMemoryKeyPool::new(&store.route_table(), cfg.pool()));
-    let counters = Arc::new(InMemoryMeter::default());
-    control.set_live_usage(counters.clone());
-    let meter: Arc<dyn xai_core::Meter> = Arc::new(SpendingMeter::new(counters, control.clone()));
+    let limits = durable::limits(redis_url.as_deref())?;
+    control.set_live_usage(limits.local);
+    let spending: Arc<dyn xai_core::Meter> = Arc::new(SpendingMeter::new(limits.meter, control.clone()));
+    let meter: Arc<dyn xai_core::Meter> = Arc::new(durable::usage_meter(&state.sql, spending, &data_dir).await?);
+    let saver = durable::spawn_saver(state.sql.clone(), control.clone(), Duration::from_secs(1));
     let upstream = Arc::new(
         upstream::HyperUpstream::new(Duration::from_millis(cfg.routing.connect_timeout_ms))
             .map_err(|e| e.to_string())?,
@@ -242,11 +258,23 @@ async fn run(cli: Cli) -> Result<(), String> {
 
     let app = server::App {
         gateway: gateway.service::<hyper::body::Incoming>(),
-        admin: admin::Admin { token_digest, control, meter: meter.clone(), pool },
+        admin: admin::Admin {
+            token_digest,
+            control: control.clone(),
+            sql: Some(state.sql.clone()),
+            meter: meter.clone(),
+            pool,
+        },
         store: store as Arc<dyn PolicyStore>,
         meter,
     };
     server::serve(listener, app, Duration::from_millis(cfg.server.shutdown_grace_ms), server::signal()).await;
+    // The drain has ended and usage is flushed: save the last balances and counters.
+    saver.abort();
+    if let Err(e) = durable::save(&state.sql, &control, control.take_changes()).await {
+        tracing::error!(error = %e, "final state save failed");
+    }
+    state.sql.close().await;
     tracing::info!("stopped");
     Ok(())
 }

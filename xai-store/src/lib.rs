@@ -11,6 +11,7 @@ pub mod redis_limits;
 pub mod secrets;
 pub mod sql;
 pub mod usage;
+pub mod usage_query;
 
 /// Test support: a throwaway Postgres database and Redis key prefix per test run.
 #[cfg(test)]

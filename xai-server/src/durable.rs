@@ -1,0 +1,206 @@
+//! Durable state for the server: the control plane saved to SQL (SQLite under the data dir by default, Postgres
+//! with `--database-url`), upstream keys sealed under the master key, usage written through a [`DurableMeter`],
+//! and limits in Redis with `--redis-url`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use xai_core::control::{Changes, ControlPlane, Product, Saved};
+use xai_core::memory::{Catalog, InMemoryMeter};
+use xai_core::{Meter, Micros};
+use xai_store::secrets::MasterKey;
+use xai_store::sql::{Change, ProductRow, SqlStore};
+use xai_store::usage::{DurableConfig, DurableMeter, UsageDb};
+
+/// The opened state.
+pub struct Durable {
+    /// The database.
+    pub sql: Arc<SqlStore>,
+    /// The control plane, restored and merged with the configuration.
+    pub control: Arc<ControlPlane>,
+}
+
+/// The database URL: the flag or config, else SQLite in the data dir.
+pub fn database_url(flag: Option<&str>, config: Option<&str>, data_dir: &Path) -> String {
+    flag.or(config)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join("xai.db").display()))
+}
+
+/// A URL fit for a log line: the password, if any, is hidden.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn row_of(p: &Product) -> ProductRow {
+    let (used_day, used) = p.used_on();
+    ProductRow {
+        id: p.id,
+        account: p.account,
+        kind: p.kind,
+        daily_allowance: p.daily_allowance,
+        credits: p.credits,
+        remaining: p.remaining,
+        starts: p.starts,
+        ends: p.ends,
+        expires: p.expires,
+        used_day: Some(used_day),
+        used,
+    }
+}
+
+fn product_of(r: &ProductRow) -> Product {
+    let used = (r.used_day.unwrap_or_else(xai_core::day::Day::today), r.used);
+    Product::restore(
+        r.id,
+        r.account,
+        r.kind,
+        r.daily_allowance,
+        r.credits,
+        r.remaining,
+        (r.starts, r.ends, r.expires),
+        used,
+    )
+}
+
+/// Saves what changed, in one transaction; on failure the changes are queued again.
+pub async fn save(sql: &SqlStore, control: &ControlPlane, changes: Changes) -> Result<(), String> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<ProductRow> = changes.products.iter().map(row_of).collect();
+    let mut list: Vec<Change<'_>> = Vec::new();
+    list.extend(changes.accounts.iter().map(Change::Account));
+    list.extend(changes.keys.iter().map(|k| Change::Key {
+        key: &k.key,
+        name: k.name.as_deref(),
+        created_at: k.created_at,
+    }));
+    list.extend(changes.entries.iter().map(Change::Ledger));
+    list.extend(rows.iter().map(Change::Product));
+    match sql.save(&list).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            control.requeue(&changes);
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Opens the database, restores the control plane and applies the configuration (idempotently: missing accounts
+/// and keys are added; providers, switch-over and prices come from the file).
+pub async fn open(url: &str, data_dir: &Path, config: Catalog) -> Result<Durable, String> {
+    let master = MasterKey::load(data_dir).map_err(|e| e.to_string())?;
+    let sql = SqlStore::connect(url, master).await.map_err(|e| format!("database {}: {e}", redact_url(url)))?;
+    let snap = sql.load().await.map_err(|e| format!("loading state: {e}"))?;
+    // Providers follow the file: save the current ones (keys sealed), drop the ones it no longer lists.
+    let mut list: Vec<Change<'_>> = config.providers.iter().map(|p| Change::Provider(p)).collect();
+    for old in &snap.catalog.providers {
+        if !config.providers.iter().any(|p| p.id == old.id) {
+            list.push(Change::DeleteProvider(old.id));
+        }
+    }
+    sql.save(&list).await.map_err(|e| format!("saving providers: {e}"))?;
+    let saved = Saved {
+        catalog: Catalog {
+            accounts: snap.catalog.accounts,
+            keys: snap.catalog.keys,
+            providers: config.providers.clone(),
+            switch_over: config.switch_over.clone(),
+            prices: config.prices.clone(),
+        },
+        key_meta: snap.key_meta.iter().map(|m| (m.id, m.name.clone(), m.created_at)).collect(),
+        ledger: snap.ledger,
+        products: snap.products.iter().map(product_of).collect(),
+    };
+    let control = Arc::new(ControlPlane::restore(saved).map_err(|e| format!("restoring state: {e}"))?);
+    control.import(&config).map_err(|e| format!("applying the configuration: {e}"))?;
+    save(&sql, &control, control.take_changes()).await.map_err(|e| format!("saving the configuration: {e}"))?;
+    Ok(Durable { sql: Arc::new(sql), control })
+}
+
+/// Saves the control plane's changes every `every` (spend, balances, product counters from traffic).
+pub fn spawn_saver(sql: Arc<SqlStore>, control: Arc<ControlPlane>, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            match save(&sql, &control, control.take_changes()).await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("state saves recovered");
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "saving state failed; retrying every second");
+                }
+                Err(_) => {}
+            }
+        }
+    })
+}
+
+/// The usage writer over the same database.
+pub async fn usage_meter(sql: &SqlStore, inner: Arc<dyn Meter>, data_dir: &Path) -> Result<DurableMeter, String> {
+    let db = sql
+        .sqlite_pool()
+        .cloned()
+        .map(UsageDb::Sqlite)
+        .or_else(|| sql.postgres_pool().cloned().map(UsageDb::Postgres))
+        .ok_or("no database pool for usage")?;
+    DurableMeter::start(inner, db, data_dir.join("spool").join("usage"), DurableConfig::default())
+        .await
+        .map_err(|e| format!("usage writer: {e}"))
+}
+
+/// The limits meter and this instance's live counters (what `today` reports).
+pub struct Limits {
+    /// Admission and settlement.
+    pub meter: Arc<dyn Meter>,
+    /// Live counters of this instance.
+    pub local: Arc<InMemoryMeter>,
+}
+
+/// Limits: cluster-wide in Redis when a URL is given (falling back to this instance's counters while Redis is
+/// unreachable), else per instance.
+pub fn limits(redis_url: Option<&str>) -> Result<Limits, String> {
+    let local = Arc::new(InMemoryMeter::default());
+    match redis_url {
+        Some(url) => {
+            let m = xai_store::redis_limits::RedisMeter::connect(url, "xai:", local.clone())
+                .map_err(|e| format!("redis {}: {e}", redact_url(url)))?;
+            Ok(Limits { meter: Arc::new(m), local })
+        }
+        None => Ok(Limits { meter: local.clone(), local }),
+    }
+}
+
+/// Balance shown in summaries.
+pub fn total_credits(control: &ControlPlane) -> Micros {
+    Micros(control.total_balance().clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(redact_url("postgres://app:hunter2@db:5432/xai"), "postgres://app:***@db:5432/xai");
+        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        let d = database_url(None, None, Path::new("/tmp/x"));
+        assert_eq!(d, "sqlite:///tmp/x/xai.db?mode=rwc");
+        assert_eq!(database_url(Some("postgres://a/b"), Some("sqlite://c"), Path::new("/")), "postgres://a/b");
+    }
+}
