@@ -25,6 +25,10 @@ pub struct Admin {
     pub control: Arc<ControlPlane>,
     /// Where changes are saved (none: in memory only).
     pub sql: Option<Arc<xai_store::sql::SqlStore>>,
+    /// Where saved changes are announced to the other instances.
+    pub feed: crate::feed::Feed,
+    /// This instance's id on the feed.
+    pub instance: String,
     /// Usage source.
     pub meter: Arc<dyn Meter>,
     /// Key health source.
@@ -173,6 +177,9 @@ impl Admin {
                 "not_saved",
                 "the change is applied but could not be saved yet; it is retried in the background",
             );
+        }
+        if parts.method != Method::GET {
+            self.feed.publish(&self.instance).await;
         }
         answer
     }

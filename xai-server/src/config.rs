@@ -27,10 +27,12 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Where state lives.
     pub data_dir: Option<PathBuf>,
-    /// Database URL (the storage layer is not built yet: only in-memory state).
+    /// Database URL (`sqlite://…` | `postgres://…`; default SQLite under the data dir).
     pub database_url: Option<String>,
-    /// Redis URL (idem).
+    /// Redis URL (cluster-wide limits and the change feed).
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel (one per cluster; several clusters may share a Redis).
+    pub redis_prefix: Option<String>,
     /// Server tunables.
     #[serde(default)]
     pub server: ServerSection,

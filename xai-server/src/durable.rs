@@ -31,7 +31,7 @@ pub fn database_url(flag: Option<&str>, config: Option<&str>, data_dir: &Path) -
 /// A URL fit for a log line: the password, if any, is hidden.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
+        (Some(s), Some(at)) if at > s && url[s + 3..at].contains(':') => {
             let creds = &url[s + 3..at];
             let user = creds.split(':').next().unwrap_or("");
             format!("{}{user}:***{}", &url[..s + 3], &url[at..])
@@ -174,11 +174,11 @@ pub struct Limits {
 
 /// Limits: cluster-wide in Redis when a URL is given (falling back to this instance's counters while Redis is
 /// unreachable), else per instance.
-pub fn limits(redis_url: Option<&str>) -> Result<Limits, String> {
+pub fn limits(redis_url: Option<&str>, prefix: &str) -> Result<Limits, String> {
     let local = Arc::new(InMemoryMeter::default());
     match redis_url {
         Some(url) => {
-            let m = xai_store::redis_limits::RedisMeter::connect(url, "xai:", local.clone())
+            let m = xai_store::redis_limits::RedisMeter::connect(url, prefix, local.clone())
                 .map_err(|e| format!("redis {}: {e}", redact_url(url)))?;
             Ok(Limits { meter: Arc::new(m), local })
         }
@@ -199,6 +199,7 @@ mod tests {
     fn urls() {
         assert_eq!(redact_url("postgres://app:hunter2@db:5432/xai"), "postgres://app:***@db:5432/xai");
         assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redact_url("postgres://postgres@db/x"), "postgres://postgres@db/x");
         let d = database_url(None, None, Path::new("/tmp/x"));
         assert_eq!(d, "sqlite:///tmp/x/xai.db?mode=rwc");
         assert_eq!(database_url(Some("postgres://a/b"), Some("sqlite://c"), Path::new("/")), "postgres://a/b");

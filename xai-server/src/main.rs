@@ -7,6 +7,7 @@
 mod admin;
 mod config;
 mod durable;
+mod feed;
 mod server;
 mod upstream;
 
@@ -213,8 +214,12 @@ async fn run(cli: Cli) -> Result<(), String> {
     );
     notes.push(summary);
 
-    let state = durable::open(&db_url, &data_dir, catalog).await?;
-    let control = state.control.clone();
+    // `--database-url memory` keeps everything in memory (tests, benchmarks, throwaway instances).
+    let state = if db_url == "memory" { None } else { Some(durable::open(&db_url, &data_dir, catalog.clone()).await?) };
+    let control = match &state {
+        Some(s) => s.control.clone(),
+        None => Arc::new(xai_core::control::ControlPlane::new(catalog).map_err(|e| e.to_string())?),
+    };
     notes.push(format!(
         "restored: {} accounts, {} credits in balances",
         control.accounts(xai_core::control::Scope::Root).len(),
@@ -222,11 +227,30 @@ async fn run(cli: Cli) -> Result<(), String> {
     ));
     let store = control.store();
     let pool = Arc::new(InMemoryKeyPool::new(&store.route_table(), cfg.pool()));
-    let limits = durable::limits(redis_url.as_deref())?;
+    let prefix = cfg.redis_prefix.clone().unwrap_or_else(|| "xai:".into());
+    if prefix.contains('{') || prefix.contains('}') {
+        return Err("redis_prefix must not contain '{' or '}' (they delimit the hash tag)".into());
+    }
+    let limits = durable::limits(redis_url.as_deref(), &prefix)?;
+    let instance = hex::encode(rand::random::<[u8; 8]>());
+    let feed = match &state {
+        Some(s) => {
+            let f = feed::Feed::new(redis_url.as_deref(), &prefix, &s.sql)?;
+            f.spawn_listener(instance.clone(), s.sql.clone(), control.clone());
+            f
+        }
+        None => feed::Feed::None,
+    };
+    notes.push(feed.describe().to_string());
     control.set_live_usage(limits.local);
     let spending: Arc<dyn xai_core::Meter> = Arc::new(SpendingMeter::new(limits.meter, control.clone()));
-    let meter: Arc<dyn xai_core::Meter> = Arc::new(durable::usage_meter(&state.sql, spending, &data_dir).await?);
-    let saver = durable::spawn_saver(state.sql.clone(), control.clone(), Duration::from_secs(1));
+    let (meter, saver): (Arc<dyn xai_core::Meter>, _) = match &state {
+        Some(s) => (
+            Arc::new(durable::usage_meter(&s.sql, spending, &data_dir).await?),
+            Some(durable::spawn_saver(s.sql.clone(), control.clone(), Duration::from_secs(1))),
+        ),
+        None => (spending, None),
+    };
     let upstream = Arc::new(
         upstream::HyperUpstream::new(Duration::from_millis(cfg.routing.connect_timeout_ms))
             .map_err(|e| e.to_string())?,
@@ -261,7 +285,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         admin: admin::Admin {
             token_digest,
             control: control.clone(),
-            sql: Some(state.sql.clone()),
+            sql: state.as_ref().map(|s| s.sql.clone()),
+            feed,
+            instance,
             meter: meter.clone(),
             pool,
         },
@@ -270,11 +296,13 @@ async fn run(cli: Cli) -> Result<(), String> {
     };
     server::serve(listener, app, Duration::from_millis(cfg.server.shutdown_grace_ms), server::signal()).await;
     // The drain has ended and usage is flushed: save the last balances and counters.
-    saver.abort();
-    if let Err(e) = durable::save(&state.sql, &control, control.take_changes()).await {
-        tracing::error!(error = %e, "final state save failed");
+    if let (Some(s), Some(saver)) = (&state, saver) {
+        saver.abort();
+        if let Err(e) = durable::save(&s.sql, &control, control.take_changes()).await {
+            tracing::error!(error = %e, "final state save failed");
+        }
+        s.sql.close().await;
     }
-    state.sql.close().await;
     tracing::info!("stopped");
     Ok(())
 }

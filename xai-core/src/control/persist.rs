@@ -199,6 +199,26 @@ impl ControlPlane {
         })
     }
 
+    /// Takes the tree (accounts, keys) from a saved state written by another instance: the change feed calls this
+    /// after an admin change elsewhere. Local changes must have been saved first; nothing here is marked changed.
+    pub fn reload_tree(&self, accounts: Vec<Account>, keys: Vec<KeyChange>) -> Result<(), AdminError> {
+        self.change(|st| {
+            st.accounts = accounts.into_iter().map(|a| (a.id, a)).collect();
+            st.keys = keys
+                .into_iter()
+                .map(|k| (k.key.id, KeyRecord { key: k.key, name: k.name, created_at: k.created_at }))
+                .collect();
+            st.next_account = st.next_account.max(st.accounts.keys().map(|a| a.0).max().unwrap_or(0) + 1);
+            st.next_key = st.next_key.max(st.keys.keys().map(|k| k.0).max().unwrap_or(0) + 1);
+            Ok(())
+        })?;
+        self.change_quiet(|st| {
+            st.dirty.accounts.clear();
+            st.dirty.keys.clear();
+            Ok(())
+        })
+    }
+
     /// What changed since the last call (cleared by this call).
     pub fn take_changes(&self) -> Changes {
         self.change_quiet(|st| {

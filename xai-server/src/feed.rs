@@ -1,0 +1,155 @@
+//! The change feed: after an admin change is saved, every other instance on the same database reloads the
+//! account tree and keys. Redis pub/sub when Redis is configured, else Postgres LISTEN/NOTIFY; a single SQLite
+//! instance needs none.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use xai_core::control::{ControlPlane, KeyChange};
+use xai_store::sql::SqlStore;
+
+/// Where changes are announced.
+#[derive(Clone, Debug)]
+pub enum Feed {
+    /// Redis pub/sub on `<prefix>changes`.
+    Redis {
+        /// The client.
+        client: redis::Client,
+        /// The channel.
+        channel: String,
+    },
+    /// Postgres `NOTIFY xai_changes`.
+    Postgres(sqlx::PgPool),
+    /// One instance: nothing to tell.
+    None,
+}
+
+const PG_CHANNEL: &str = "xai_changes";
+
+impl Feed {
+    /// Chooses the feed for this deployment.
+    pub fn new(redis_url: Option<&str>, prefix: &str, sql: &SqlStore) -> Result<Feed, String> {
+        if let Some(url) = redis_url {
+            let client = redis::Client::open(url).map_err(|e| format!("redis: {e}"))?;
+            return Ok(Feed::Redis { client, channel: format!("{prefix}changes") });
+        }
+        Ok(sql.postgres_pool().cloned().map(Feed::Postgres).unwrap_or(Feed::None))
+    }
+
+    /// What the startup summary says.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Feed::Redis { .. } => "changes announced through Redis pub/sub",
+            Feed::Postgres(_) => "changes announced through Postgres LISTEN/NOTIFY",
+            Feed::None => "single instance (no change feed)",
+        }
+    }
+
+    /// Announces a saved change (best effort: a lost announcement is healed by the next one).
+    pub async fn publish(&self, instance: &str) {
+        let r = match self {
+            Feed::Redis { client, channel } => match client.get_multiplexed_async_connection().await {
+                Ok(mut c) => redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(instance)
+                    .query_async::<i64>(&mut c)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            Feed::Postgres(pool) => sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(PG_CHANNEL)
+                .bind(instance)
+                .execute(pool)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Feed::None => Ok(()),
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "announcing a change failed; other instances see it at their next reload");
+        }
+    }
+
+    /// Listens for other instances' changes and reloads the tree after each (reconnecting on failure).
+    pub fn spawn_listener(&self, instance: String, sql: Arc<SqlStore>, control: Arc<ControlPlane>) {
+        let feed = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let r = match &feed {
+                    Feed::Redis { client, channel } => listen_redis(client, channel, &instance, &sql, &control).await,
+                    Feed::Postgres(pool) => listen_postgres(pool, &instance, &sql, &control).await,
+                    Feed::None => return,
+                };
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "change feed interrupted; reconnecting");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                // Whatever was announced meanwhile: catch up.
+                reload(&sql, &control).await;
+            }
+        });
+    }
+}
+
+async fn listen_redis(
+    client: &redis::Client,
+    channel: &str,
+    me: &str,
+    sql: &SqlStore,
+    control: &ControlPlane,
+) -> Result<(), String> {
+    let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
+    pubsub.subscribe(channel).await.map_err(|e| e.to_string())?;
+    let mut messages = pubsub.on_message();
+    while let Some(msg) = messages.next().await {
+        let from: String = msg.get_payload().unwrap_or_default();
+        if from != me {
+            reload(sql, control).await;
+        }
+    }
+    Err("subscription closed".into())
+}
+
+async fn listen_postgres(pool: &sqlx::PgPool, me: &str, sql: &SqlStore, control: &ControlPlane) -> Result<(), String> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await.map_err(|e| e.to_string())?;
+    listener.listen(PG_CHANNEL).await.map_err(|e| e.to_string())?;
+    loop {
+        let n = listener.recv().await.map_err(|e| e.to_string())?;
+        if n.payload() != me {
+            reload(sql, control).await;
+        }
+    }
+}
+
+/// Saves this instance's pending changes, then takes the tree from the database.
+async fn reload(sql: &SqlStore, control: &ControlPlane) {
+    if let Err(e) = crate::durable::save(sql, control, control.take_changes()).await {
+        tracing::warn!(error = %e, "saving before a reload failed");
+    }
+    match sql.load().await {
+        Ok(snap) => {
+            let meta: std::collections::HashMap<_, _> = snap.key_meta.iter().map(|m| (m.id, m)).collect();
+            let keys = snap
+                .catalog
+                .keys
+                .into_iter()
+                .map(|k| {
+                    let m = meta.get(&k.id);
+                    KeyChange {
+                        name: m.and_then(|m| m.name.clone()),
+                        created_at: m.map_or_else(std::time::SystemTime::now, |m| m.created_at),
+                        key: k,
+                    }
+                })
+                .collect();
+            match control.reload_tree(snap.catalog.accounts, keys) {
+                Ok(()) => tracing::debug!("reloaded the account tree after a change elsewhere"),
+                Err(e) => tracing::warn!(error = %e, "reloading the account tree failed"),
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "reloading the account tree failed"),
+    }
+}
