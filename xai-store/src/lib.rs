@@ -1,9 +1,9 @@
 //! Durable stores for xai: the state behind `PolicyStore`, the key pool's shared state and the `Meter` over SQL
 //! (SQLite embedded by default, Postgres for clusters) and Redis (shared counters, change feed).
 //!
-//! Work in progress (the storage issue): the building blocks below are tested against real SQLite, Postgres and
-//! Redis, and are not wired into `xai-server` yet; the server still runs on the in-memory implementations of
-//! [`xai_core`].
+//! `xai-server` uses them: [`sql::SqlStore`] keeps the control plane (SQLite by default, Postgres for clusters)
+//! with upstream keys sealed by [`secrets::MasterKey`]; [`usage::DurableMeter`] writes usage off the hot path;
+//! [`redis_limits::RedisMeter`] makes limits cluster-wide.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
