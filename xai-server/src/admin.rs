@@ -166,20 +166,24 @@ impl Admin {
             Ok(r) => r,
             Err(e) => return admin_error(e),
         };
-        // A change is answered once it is saved.
-        if parts.method != Method::GET
-            && let Some(sql) = &self.sql
-            && let Err(e) = crate::durable::save(sql, &self.control, self.control.take_changes()).await
-        {
-            tracing::error!(error = %e, "saving an admin change failed");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_saved",
-                "the change is applied but could not be saved yet; it is retried in the background",
-            );
-        }
+        // A change is answered once it is saved, then announced to the other instances (reads and explain
+        // change nothing and announce nothing).
         if parts.method != Method::GET {
-            self.feed.publish(&self.instance).await;
+            let changes = self.control.take_changes();
+            let changed = !changes.is_empty();
+            if let Some(sql) = &self.sql
+                && let Err(e) = crate::durable::save(sql, &self.control, changes).await
+            {
+                tracing::error!(error = %e, "saving an admin change failed");
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_saved",
+                    "the change is applied but could not be saved yet; it is retried in the background",
+                );
+            }
+            if changed {
+                self.feed.publish(&self.instance).await;
+            }
         }
         answer
     }

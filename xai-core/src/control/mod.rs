@@ -33,6 +33,20 @@ use crate::memory::{Catalog, InMemoryPolicyStore};
 use crate::money::Micros;
 use crate::policy::{Account, VirtualKey};
 
+const SALT_BITS: u32 = 10;
+const SALT_MASK: u64 = (1 << SALT_BITS) - 1;
+
+/// Ids of ledger entries and products, unique across the instances of a cluster that create them at the same
+/// time: milliseconds since the epoch, strictly increasing per instance, above `SALT_BITS` random bits fixed per
+/// instance. They stay below 2^53, so JSON clients read them exactly. `last` is the last id this instance saw.
+pub(crate) fn cluster_id(last: &mut u64, salt: u64) -> u64 {
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let ms = now_ms.max((*last >> SALT_BITS) + 1);
+    let id = (ms << SALT_BITS) | (salt & SALT_MASK);
+    *last = id;
+    id
+}
+
 /// Why an admin change was refused. Nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -112,8 +126,12 @@ pub(crate) struct State {
     pub(crate) dirty: persist::Dirty,
     pub(crate) next_account: u64,
     pub(crate) next_key: u64,
+    /// The last product id handed out (see [`cluster_id`]).
     pub(crate) next_product: u64,
+    /// The last ledger entry id handed out (see [`cluster_id`]).
     pub(crate) next_entry: u64,
+    /// This instance's low id bits (see [`cluster_id`]).
+    pub(crate) salt: u64,
     /// The non-account part of the catalog (providers, switch-over, prices).
     pub(crate) base: Catalog,
 }
@@ -159,8 +177,9 @@ impl ControlPlane {
         let mut st = State {
             next_account: catalog.accounts.iter().map(|a| a.id.0).max().unwrap_or(0) + 1,
             next_key: catalog.keys.iter().map(|k| k.id.0).max().unwrap_or(0) + 1,
-            next_product: 1,
-            next_entry: 1,
+            next_product: 0,
+            next_entry: 0,
+            salt: rand::random::<u64>() & SALT_MASK,
             ..State::default()
         };
         let now = SystemTime::now();
@@ -250,6 +269,7 @@ impl State {
             keys: self.keys.clone(),
             next_account: self.next_account,
             next_key: self.next_key,
+            salt: self.salt,
             base: self.base.clone(),
             ..State::default()
         }
@@ -357,8 +377,7 @@ impl State {
         note: Option<String>,
         time: SystemTime,
     ) -> Entry {
-        let e = Entry { id: self.next_entry, time, from, to, amount, kind, note };
-        self.next_entry += 1;
+        let e = Entry { id: cluster_id(&mut self.next_entry, self.salt), time, from, to, amount, kind, note };
         self.dirty.entries.insert(e.id);
         self.ledger.push(e.clone());
         e

@@ -124,9 +124,9 @@ impl ControlPlane {
         })?;
         cp.change_quiet(|st| {
             st.ledger = saved.ledger.clone();
-            st.next_entry = st.ledger.iter().map(|e| e.id).max().unwrap_or(0) + 1;
+            st.next_entry = st.ledger.iter().map(|e| e.id).max().unwrap_or(0);
             st.products = saved.products.iter().map(|p| (p.id, p.clone())).collect();
-            st.next_product = st.products.keys().max().copied().unwrap_or(0) + 1;
+            st.next_product = st.products.keys().max().copied().unwrap_or(0);
             let today = Day::today();
             for (i, e) in st.ledger.iter().enumerate() {
                 if e.kind == super::EntryKind::Spend
@@ -202,8 +202,21 @@ impl ControlPlane {
     /// Takes the tree (accounts, keys) from a saved state written by another instance: the change feed calls this
     /// after an admin change elsewhere. Local changes must have been saved first; nothing here is marked changed.
     pub fn reload_tree(&self, accounts: Vec<Account>, keys: Vec<KeyChange>) -> Result<(), AdminError> {
+        // Accounts billed since the save that preceded this reload keep their local balance (and stay marked),
+        // so a request settled in between is not lost.
+        let unsaved: HashSet<AccountId> = self.change_quiet(|st| Ok(st.dirty.accounts.clone())).unwrap_or_default();
         self.change(|st| {
-            st.accounts = accounts.into_iter().map(|a| (a.id, a)).collect();
+            let local: BTreeMap<AccountId, Micros> =
+                unsaved.iter().filter_map(|id| st.accounts.get(id).map(|a| (*id, a.balance))).collect();
+            st.accounts = accounts
+                .into_iter()
+                .map(|mut a| {
+                    if let Some(b) = local.get(&a.id) {
+                        a.balance = *b;
+                    }
+                    (a.id, a)
+                })
+                .collect();
             st.keys = keys
                 .into_iter()
                 .map(|k| (k.key.id, KeyRecord { key: k.key, name: k.name, created_at: k.created_at }))
@@ -213,7 +226,7 @@ impl ControlPlane {
             Ok(())
         })?;
         self.change_quiet(|st| {
-            st.dirty.accounts.clear();
+            st.dirty.accounts.retain(|a| unsaved.contains(a));
             st.dirty.keys.clear();
             Ok(())
         })

@@ -228,7 +228,7 @@ impl ControlPlane {
                 return Err(AdminError::BadRequest(format!("starts {s} is after ends {e}")));
             }
             let mut p = Product {
-                id: st.next_product,
+                id: super::cluster_id(&mut st.next_product, st.salt),
                 account,
                 kind,
                 daily_allowance: daily,
@@ -241,7 +241,6 @@ impl ControlPlane {
                 used: (today, Micros::ZERO),
             };
             p.refresh(today);
-            st.next_product += 1;
             st.products.insert(p.id, p.clone());
             st.dirty.products.insert(p.id);
             Ok(p)

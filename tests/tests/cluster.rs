@@ -1,0 +1,530 @@
+//! Cluster: several `xai-server` instances on one Postgres (and one Redis) behave as one gateway (DESIGN §5).
+//! An admin change saved through one instance reaches every other within a second (Redis pub/sub with
+//! `--redis-url`, Postgres LISTEN/NOTIFY without), limits are shared through Redis, and the state outlives every
+//! instance.
+//!
+//! Each test creates its own database `xai_test_<random>` (Postgres at `XAI_TEST_POSTGRES`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) and its own Redis key prefix (`redis_prefix` in the config; Redis
+//! at `XAI_TEST_REDIS`, default `redis://127.0.0.1:6379`), and removes both at the end, also when it fails. When
+//! Postgres or Redis is unreachable the test is skipped with a message, except under `CI=true`, where it fails.
+//! All instances of a test share one master key (`XAI_MASTER_KEY`), as the instances of a deployment do.
+
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use xai_tests::admin::{AdminApi, expect, id_of, str_of};
+use xai_tests::client::HttpResponse;
+use xai_tests::fixtures::{assert_openai_error, chat_body};
+use xai_tests::harness::{TempDir, XaiServer};
+use xai_tests::{client, mock::MockUpstream};
+
+/// How soon a change made on one instance must take effect on another (DESIGN §5).
+const PROPAGATION: Duration = Duration::from_secs(1);
+/// How long a test polls for a change at most, so a slow propagation is told apart from a missing one.
+const POLL_BOUND: Duration = Duration::from_secs(5);
+/// Polling interval.
+const POLL_EVERY: Duration = Duration::from_millis(25);
+/// The virtual key of the config's admin account `team` (role admin): the tests administer through it.
+const TEAM_ADMIN_KEY: &str = "sk-team-admin";
+/// The root admin token of the config.
+const ROOT_TOKEN: &str = "admin-secret";
+
+// ---------------------------------------------------------------------------------------------------------------
+// Environment: a database and a Redis prefix per test, removed at the end.
+
+fn postgres_admin_url() -> String {
+    std::env::var("XAI_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn redis_url() -> String {
+    std::env::var("XAI_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// 12 random hex digits (std's randomly keyed hasher over the time, the process and a counter).
+fn random_hex() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u32(std::process::id());
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
+
+/// Skips (`None`, with a message) or, under `CI=true`, fails.
+fn unavailable(what: &str, e: &dyn std::fmt::Display) -> Option<std::convert::Infallible> {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what} is required under CI=true but is unreachable: {e}");
+    }
+    eprintln!("SKIPPED: {what} unreachable ({e}); start it to run this test");
+    None
+}
+
+/// `host:port` of a `redis://host:port[/db]` URL.
+fn redis_addr(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_owned()
+}
+
+/// One Redis command over a fresh connection (RESP2); answers simple strings, integers, bulk strings and flat arrays
+/// of those as a list of strings.
+async fn redis_command(args: &[&str]) -> Result<Vec<String>, String> {
+    let run = async {
+        let stream = TcpStream::connect(redis_addr(&redis_url())).await.map_err(|e| e.to_string())?;
+        let mut stream = BufReader::new(stream);
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        stream.get_mut().write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        stream.read_line(&mut line).await.map_err(|e| e.to_string())?;
+        let (kind, rest) = line.trim_end().split_at_checked(1).ok_or("empty reply")?;
+        let (count, in_array) = match kind {
+            "+" | ":" => return Ok(vec![rest.to_owned()]),
+            "-" => return Err(format!("redis error: {rest}")),
+            "$" => (1, false),
+            "*" => (rest.parse::<i64>().map_err(|e| e.to_string())?, true),
+            other => return Err(format!("unexpected reply {other:?}")),
+        };
+        let mut out = Vec::new();
+        for _ in 0..count.max(0) {
+            let len_line = if in_array {
+                let mut l = String::new();
+                stream.read_line(&mut l).await.map_err(|e| e.to_string())?;
+                l
+            } else {
+                line.clone()
+            };
+            let l = len_line.trim_end();
+            if let Some(n) = l.strip_prefix(':') {
+                out.push(n.to_owned());
+                continue;
+            }
+            let len: i64 = l
+                .strip_prefix('$')
+                .ok_or(format!("unexpected element {l:?}"))?
+                .parse()
+                .map_err(|e| format!("bad length in {l:?}: {e}"))?;
+            if len < 0 {
+                continue;
+            }
+            let mut buf = vec![0u8; len as usize + 2];
+            stream.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+            buf.truncate(len as usize);
+            out.push(String::from_utf8_lossy(&buf).into_owned());
+        }
+        Ok(out)
+    };
+    tokio::time::timeout(Duration::from_secs(5), run).await.map_err(|_| "no answer within 5 s".to_owned())?
+}
+
+/// Every Redis key under `prefix`.
+async fn redis_keys(prefix: &str) -> Vec<String> {
+    redis_command(&["KEYS", &format!("{prefix}*")]).await.unwrap_or_else(|e| panic!("redis KEYS {prefix}*: {e}"))
+}
+
+/// What a test set up outside the servers; removed on drop (the database dropped, the Redis keys deleted), also when
+/// the test fails. Declare it before the servers so that they are killed first.
+#[derive(Debug)]
+struct Env {
+    /// The database of this test.
+    db_name: String,
+    /// `postgres://…/<db_name>`.
+    db_url: String,
+    /// `Some(prefix)` when the test uses Redis.
+    redis_prefix: Option<String>,
+    /// The master key every instance shares.
+    master_key: String,
+}
+
+impl Env {
+    /// A fresh database and, with `redis`, a Redis prefix; `None` (skipped) when one of them is unreachable.
+    async fn create(redis: bool) -> Option<Env> {
+        let redis_prefix = if redis {
+            if let Err(e) = redis_command(&["PING"]).await {
+                unavailable(&format!("Redis at {}", redis_url()), &e)?;
+            }
+            Some(format!("xai-test-{}:", random_hex()))
+        } else {
+            None
+        };
+        let admin = postgres_admin_url();
+        let mut conn = match sqlx::PgConnection::connect(&admin).await {
+            Ok(c) => c,
+            Err(e) => {
+                unavailable(&format!("Postgres at {admin}"), &e)?;
+                unreachable!()
+            }
+        };
+        let db_name = format!("xai_test_{}", random_hex());
+        sqlx::query(&format!("CREATE DATABASE {db_name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {db_name}: {e}"));
+        let _ = conn.close().await;
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let db_url = format!("{base}/{db_name}");
+        let master_key = format!("{}{}", random_hex(), "0".repeat(52));
+        Some(Env { db_name, db_url, redis_prefix, master_key })
+    }
+
+    async fn cleanup(db_name: String, redis_prefix: Option<String>) {
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+            let dropped =
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).execute(&mut conn).await;
+            if let Err(e) = dropped {
+                eprintln!("cluster test: could not drop database {db_name}: {e}");
+            }
+            let _ = conn.close().await;
+        }
+        if let Some(prefix) = redis_prefix
+            && let Ok(keys) = redis_command(&["KEYS", &format!("{prefix}*")]).await
+            && !keys.is_empty()
+        {
+            let mut args = vec!["DEL"];
+            args.extend(keys.iter().map(String::as_str));
+            let _ = redis_command(&args).await;
+        }
+    }
+
+    /// A server of this cluster: `--database-url`, `--redis-url` when the test uses Redis, the shared master key.
+    async fn server(&self, config: &str, mock: &MockUpstream) -> XaiServer {
+        self.server_in(config, mock, None).await
+    }
+
+    /// [`Env::server`] on a given data directory.
+    async fn server_in(&self, config: &str, mock: &MockUpstream, data_dir: Option<&TempDir>) -> XaiServer {
+        let mut b = XaiServer::builder(config)
+            .var("MOCK", mock.url())
+            .arg("--database-url")
+            .arg(&self.db_url)
+            .env("XAI_MASTER_KEY", &self.master_key);
+        if self.redis_prefix.is_some() {
+            b = b.arg("--redis-url").arg(redis_url());
+        }
+        if let Some(dir) = data_dir {
+            b = b.data_dir(dir.path());
+        }
+        b.start().await
+    }
+
+    /// The config of every instance: one mock provider serving `gpt-*`, an admin account `team` with the key
+    /// [`TEAM_ADMIN_KEY`], prices for `gpt-4o-mini` (the mock's reply costs 2 credits), and `redis_prefix` when the
+    /// test uses Redis.
+    fn config(&self) -> String {
+        let prefix = self.redis_prefix.as_deref().map(|p| format!("redis_prefix = \"{p}\"\n")).unwrap_or_default();
+        format!(
+            r#"admin_token = "{ROOT_TOKEN}"
+{prefix}
+[server]
+shutdown_grace_ms = 3000
+
+[routing]
+attempt_timeout_ms = 2000
+request_timeout_ms = 10000
+
+[[providers]]
+name = "mock"
+protocol = "openai"
+base_url = "{{{{MOCK}}}}/v1"
+keys = ["sk-up-1"]
+level = 1
+models = ["gpt-*"]
+
+[[accounts]]
+name = "team"
+keys = ["{TEAM_ADMIN_KEY}"]
+role = "admin"
+allow_models = ["gpt-*"]
+
+[pricing."gpt-4o-mini"]
+input = 100000.0
+output = 200000.0
+"#
+        )
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let db_name = std::mem::take(&mut self.db_name);
+        let prefix = self.redis_prefix.take();
+        // Drop runs inside the test's runtime, which cannot be blocked on: clean up from a thread of its own.
+        let cleaned =
+            std::thread::spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(Env::cleanup(db_name, prefix)),
+                Err(e) => eprintln!("cluster test: no runtime for the cleanup: {e}"),
+            });
+        let _ = cleaned.join();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Helpers.
+
+/// `POST /v1/chat/completions` on `server` with `key`.
+async fn chat(server: &XaiServer, key: &str, model: &str, text: &str) -> HttpResponse {
+    client::post_json(&format!("{}/v1/chat/completions", server.url()), Some(key), &chat_body(model, text)).await
+}
+
+/// Sends `send()` every [`POLL_EVERY`] until it answers `target` (anything else than `before` fails the test at
+/// once); returns how long after `since` the first request answered `target` was sent. Fails after [`POLL_BOUND`].
+async fn time_until<F, Fut>(what: &str, since: Instant, target: u16, before: u16, mut send: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = HttpResponse>,
+{
+    let deadline = since + POLL_BOUND;
+    loop {
+        let sent = Instant::now();
+        let resp = send().await;
+        if resp.status == target {
+            return sent.saturating_duration_since(since);
+        }
+        assert_eq!(resp.status, before, "{what}: while waiting for {target}: {}", resp.text());
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still {before} {POLL_BOUND:?} after the change (expected {target} within {PROPAGATION:?})"
+        );
+        // Propagation is asynchronous by design: poll, bounded by the deadline above.
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// [`time_until`], then asserts the change took effect within [`PROPAGATION`].
+async fn within_propagation<F, Fut>(what: &str, since: Instant, target: u16, before: u16, send: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = HttpResponse>,
+{
+    let took = time_until(what, since, target, before, send).await;
+    assert!(took <= PROPAGATION, "{what}: took {took:?}, more than {PROPAGATION:?}");
+}
+
+/// The id of the account at `path`, through the root token.
+async fn account_id(server: &XaiServer, path: &str) -> u64 {
+    let accounts = AdminApi::new(server, Some(ROOT_TOKEN)).accounts().await;
+    let a = accounts.iter().find(|a| a["path"] == path).unwrap_or_else(|| panic!("no account {path}: {accounts:#?}"));
+    id_of(a)
+}
+
+/// Stops a server with SIGTERM and waits for it to exit cleanly (its last state is saved on the way out).
+async fn stop(server: &mut XaiServer, name: &str) {
+    server.sigterm();
+    let status = server.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "instance {name} exited with {status}:\n{}", server.stderr());
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Tests.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_changes_on_one_instance_reach_the_other_within_a_second() {
+    let Some(env) = Env::create(true).await else { return };
+    let mock = MockUpstream::start().await;
+    let config = env.config();
+    let a = env.server(&config, &mock).await;
+    let b = env.server(&config, &mock).await;
+    let on_a = AdminApi::new(&a, Some(TEAM_ADMIN_KEY));
+    let on_b = AdminApi::new(&b, Some(TEAM_ADMIN_KEY));
+    let team = account_id(&a, "team").await;
+    assert_eq!(account_id(&b, "team").await, team, "both instances imported the one `team`");
+
+    // A new account and a key, through A: the key works on B within a second.
+    let alice = id_of(&on_a.create_account("alice", Some(team), json!({"allow_models": ["gpt-*"]})).await);
+    let issued = on_a.issue_key(alice, json!({"name": "k1"})).await;
+    let since = Instant::now();
+    let (k1_id, k1) = (id_of(&issued), str_of(&issued, "key").to_owned());
+    within_propagation("a key issued on A, used on B", since, 200, 401, || chat(&b, &k1, "gpt-4o", "hello b")).await;
+    let resp = chat(&b, &k1, "gpt-4o", "again").await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()["choices"][0]["message"]["content"], "mock reply: again");
+    let shown = expect(&on_b.get(&format!("/keys/{k1_id}")).await, 200, "GET the key on B");
+    assert_eq!((shown["account"].clone(), shown["status"].clone()), (json!(alice), json!("active")), "{shown}");
+
+    // A second key, then revoke the first on A: B refuses it within a second and keeps serving the second.
+    let (_, k2) = on_a.new_key(alice).await;
+    let since = Instant::now();
+    within_propagation("a second key issued on A, used on B", since, 200, 401, || chat(&b, &k2, "gpt-4o", "k2")).await;
+    let revoked = expect(&on_a.delete(&format!("/keys/{k1_id}")).await, 200, "revoke on A");
+    assert_eq!(revoked["status"], "revoked", "{revoked}");
+    let since = Instant::now();
+    within_propagation("a key revoked on A, used on B", since, 401, 200, || chat(&b, &k1, "gpt-4o", "revoked")).await;
+    assert_openai_error(&chat(&b, &k1, "gpt-4o", "still revoked").await);
+    let resp = chat(&b, &k2, "gpt-4o", "k2 still").await;
+    assert_eq!(resp.status, 200, "revoking one key leaves the other: {}", resp.text());
+
+    // Narrow allow_models on A: B refuses the model within a second, and still serves the allowed one.
+    on_a.patch_account(alice, json!({"allow_models": ["gpt-4o-mini"]})).await;
+    let since = Instant::now();
+    within_propagation("allow_models narrowed on A, used on B", since, 403, 200, || {
+        chat(&b, &k2, "gpt-4o", "narrowed")
+    })
+    .await;
+    assert_openai_error(&chat(&b, &k2, "gpt-4o", "still narrowed").await);
+    let resp = chat(&b, &k2, "gpt-4o-mini", "allowed").await;
+    assert_eq!(resp.status, 200, "gpt-4o-mini is still allowed: {}", resp.text());
+
+    // And the other way round: a change made on B (after B took A's changes) reaches A, with ids that do not clash.
+    let bob = on_b.create_account("bob", Some(team), json!({})).await;
+    assert_ne!(id_of(&bob), alice, "B allocated a fresh account id: {bob}");
+    let (k3_id, k3) = on_b.new_key(id_of(&bob)).await;
+    let since = Instant::now();
+    within_propagation("a key issued on B, used on A", since, 200, 401, || chat(&a, &k3, "gpt-4o", "on a")).await;
+    assert_ne!(k3_id, k1_id, "B allocated a fresh key id");
+    let paths = |list: Vec<Value>| list.iter().map(|x| str_of(x, "path").to_owned()).collect::<Vec<_>>();
+    let root_a = AdminApi::new(&a, Some(ROOT_TOKEN));
+    let root_b = AdminApi::new(&b, Some(ROOT_TOKEN));
+    assert_eq!(paths(root_a.accounts().await), paths(root_b.accounts().await), "both instances list one tree");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpm_is_shared_by_the_instances() {
+    let Some(env) = Env::create(true).await else { return };
+    let prefix = env.redis_prefix.clone().unwrap_or_default();
+    let mock = MockUpstream::start().await;
+    let config = env.config();
+    let a = env.server(&config, &mock).await;
+    let b = env.server(&config, &mock).await;
+    let on_a = AdminApi::new(&a, Some(TEAM_ADMIN_KEY));
+    let team = account_id(&a, "team").await;
+    let burst = id_of(&on_a.create_account("burst", Some(team), json!({"rpm": 20})).await);
+    let (_, key) = on_a.new_key(burst).await;
+    // Wait until B knows the key without spending a request of the minute: B's explain finds it.
+    let root_b = AdminApi::new(&b, Some(ROOT_TOKEN));
+    let explain = json!({"key": key, "model": "gpt-4o"});
+    let since = Instant::now();
+    time_until("the key issued on A, explained on B", since, 200, 404, || root_b.post("/explain", &explain)).await;
+
+    let started = Instant::now();
+    let mut outcomes = Vec::new();
+    for i in 0..25 {
+        let (name, server) = if i % 2 == 0 { ("A", &a) } else { ("B", &b) };
+        let resp = chat(server, &key, "gpt-4o", &format!("r{i}")).await;
+        outcomes.push((i, name, resp));
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(50), "the 25 requests took {took:?}: not within one minute's window");
+    let summary: Vec<String> = outcomes.iter().map(|(i, n, r)| format!("#{i} {n}: {}", r.status.as_u16())).collect();
+    let ok = outcomes.iter().filter(|(_, _, r)| r.status == 200).count();
+    assert_eq!(ok, 20, "rpm 20 across A and B: exactly 20 succeed; got {summary:?}");
+    for (i, name, resp) in outcomes.iter().filter(|(_, _, r)| r.status != 200) {
+        assert_eq!(resp.status, 429, "request #{i} on {name}: {}", resp.text());
+        let err = assert_openai_error(resp);
+        let msg = err["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("team/burst"), "request #{i} on {name}: the refusal names the account path: {msg:?}");
+    }
+    assert!(
+        outcomes[20..].iter().any(|(_, n, r)| *n == "A" && r.status == 429)
+            && outcomes[20..].iter().any(|(_, n, r)| *n == "B" && r.status == 429),
+        "both instances refuse once the shared minute is used up: {summary:?}"
+    );
+    assert_eq!(mock.requests().len(), 20, "refused requests never reach the upstream");
+    let keys = redis_keys(&prefix).await;
+    assert!(!keys.is_empty(), "the shared counters live under the configured redis_prefix {prefix:?}; none there");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_changes_travel_through_postgres() {
+    let Some(env) = Env::create(false).await else { return };
+    let mock = MockUpstream::start().await;
+    let config = env.config();
+    let a = env.server(&config, &mock).await;
+    let b = env.server(&config, &mock).await;
+    let on_a = AdminApi::new(&a, Some(TEAM_ADMIN_KEY));
+    let team = account_id(&a, "team").await;
+    let carol = id_of(&on_a.create_account("carol", Some(team), json!({})).await);
+    let (kid, key) = on_a.new_key(carol).await;
+    let since = Instant::now();
+    within_propagation("a key issued on A, used on B (LISTEN/NOTIFY)", since, 200, 401, || {
+        chat(&b, &key, "gpt-4o", "via postgres")
+    })
+    .await;
+    expect(&on_a.delete(&format!("/keys/{kid}")).await, 200, "revoke on A");
+    let since = Instant::now();
+    within_propagation("a key revoked on A, used on B (LISTEN/NOTIFY)", since, 401, 200, || {
+        chat(&b, &key, "gpt-4o", "revoked")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_outlives_every_instance() {
+    let Some(env) = Env::create(false).await else { return };
+    let mock = MockUpstream::start().await;
+    let config = env.config();
+    let mut a = env.server(&config, &mock).await;
+    let mut b = env.server(&config, &mock).await;
+    let root = AdminApi::new(&a, Some(ROOT_TOKEN));
+    let on_a = AdminApi::new(&a, Some(TEAM_ADMIN_KEY));
+    let team = account_id(&a, "team").await;
+    let dave = id_of(&on_a.create_account("dave", Some(team), json!({})).await);
+    let (_, key) = on_a.new_key(dave).await;
+    let (gone_id, gone) = on_a.new_key(dave).await;
+    expect(&on_a.delete(&format!("/keys/{gone_id}")).await, 200, "revoke");
+    // Credits: the root mints 100 to team, team allocates 30 to dave.
+    root.credits(team, "100").await;
+    let moved = on_a.credits(dave, "30").await;
+    assert_eq!((moved["account"]["balance"].clone(), moved["parent"]["balance"].clone()), (json!("30"), json!("70")));
+    // B sees the allocation within a second (before that, B would bill dave's traffic against an empty balance).
+    let on_b = AdminApi::new(&b, Some(TEAM_ADMIN_KEY));
+    let since = Instant::now();
+    let deadline = since + POLL_BOUND;
+    while on_b.balance(dave).await != "30" {
+        assert!(Instant::now() < deadline, "B never saw dave's allocation: {}", on_b.account(dave).await);
+        // Propagation is asynchronous by design: poll, bounded by the deadline above.
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+    assert!(since.elapsed() <= PROPAGATION, "the allocation took {:?} to reach B", since.elapsed());
+    // dave spends 2 credits on B.
+    let resp = chat(&b, &key, "gpt-4o-mini", "spend").await;
+    assert_eq!(resp.status, 200, "the key issued on A works on B: {}", resp.text());
+    let deadline = Instant::now() + POLL_BOUND;
+    while on_b.balance(dave).await != "28" {
+        assert!(
+            Instant::now() < deadline,
+            "dave's balance on B after spending 2 of 30: {}; B's ledger of dave: {}; B's today: {}",
+            on_b.balance(dave).await,
+            on_b.ledger(dave).await,
+            on_b.today(dave).await
+        );
+        // Spending is booked after the response: poll, bounded by the deadline above.
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+
+    stop(&mut b, "B").await;
+    stop(&mut a, "A").await;
+    drop((a, b));
+
+    // A new instance with a data dir of its own: everything comes from the database.
+    let dir = TempDir::new("xai-cluster-c");
+    let c = env.server_in(&config, &mock, Some(&dir)).await;
+    let resp = chat(&c, &key, "gpt-4o", "after restart").await;
+    assert_eq!(resp.status, 200, "the key works on a new instance: {}", resp.text());
+    let resp = chat(&c, &gone, "gpt-4o", "revoked after restart").await;
+    assert_eq!(resp.status, 401, "the revoked key stays revoked: {}", resp.text());
+    let on_c = AdminApi::new(&c, Some(ROOT_TOKEN));
+    let dave_c = on_c.account(dave).await;
+    assert_eq!(dave_c["path"], "team/dave", "{dave_c}");
+    assert_eq!(on_c.balance(team).await, "70", "team's balance after allocating 30 of 100");
+    assert_eq!(on_c.balance(dave).await, "28", "dave's balance: 30 allocated on A, 2 spent on B");
+    let ledger = on_c.ledger(dave).await;
+    let kinds: Vec<&str> =
+        ledger["ledger"].as_array().into_iter().flatten().filter_map(|e| e["kind"].as_str()).collect();
+    assert!(
+        kinds.contains(&"allocate") && kinds.contains(&"spend"),
+        "dave's ledger (allocated on A, spent on B): {ledger}"
+    );
+    let ledger = on_c.ledger(team).await;
+    let kinds: Vec<&str> =
+        ledger["ledger"].as_array().into_iter().flatten().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds, ["mint", "allocate"], "team's ledger: {ledger}");
+}
