@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use crate::body::Body;
@@ -274,9 +274,4 @@ impl Adapters {
 pub trait UpstreamClient: Send + Sync + 'static {
     /// Sends one request; resolves at response headers.
     fn send(&self, req: http::Request<Bytes>) -> BoxFuture<'static, Result<http::Response<Body>, BoxError>>;
-}
-
-/// Scratch buffer helper for taps that must rewrite.
-pub fn take_bytes(buf: &mut BytesMut) -> Bytes {
-    buf.split().freeze()
 }

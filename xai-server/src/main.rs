@@ -292,6 +292,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             pool,
         },
         store: store as Arc<dyn PolicyStore>,
+        sql: state.as_ref().map(|s| s.sql.clone()),
         meter,
     };
     server::serve(listener, app, Duration::from_millis(cfg.server.shutdown_grace_ms), server::signal()).await;

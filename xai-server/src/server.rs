@@ -27,6 +27,8 @@ pub struct App<S> {
     pub admin: Admin,
     /// For readiness.
     pub store: Arc<dyn PolicyStore>,
+    /// The database, when state is durable (readiness pings it).
+    pub sql: Option<Arc<xai_store::sql::SqlStore>>,
     /// For the final flush.
     pub meter: Arc<dyn Meter>,
 }
@@ -51,7 +53,11 @@ where
         return Ok(text(StatusCode::OK, "ok"));
     }
     if path == "/readyz" {
-        return Ok(if app.store.ready().await {
+        let db_ok = match &app.sql {
+            Some(sql) => tokio::time::timeout(Duration::from_secs(2), sql.ping()).await.unwrap_or(false),
+            None => true,
+        };
+        return Ok(if db_ok && app.store.ready().await {
             text(StatusCode::OK, "ready")
         } else {
             text(StatusCode::SERVICE_UNAVAILABLE, "store unreachable")

@@ -258,6 +258,11 @@ impl SqlStore {
         }
     }
 
+    /// Whether the database answers (readiness).
+    pub async fn ping(&self) -> bool {
+        on_db!(&self.db, |p| sqlx::query("SELECT 1").execute(p).await.is_ok())
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         on_db!(&self.db, |p| p.close().await)
