@@ -25,6 +25,7 @@ pub mod openai_chat;
 pub mod responses;
 pub mod sse;
 pub mod tap;
+pub mod translate;
 
 use std::sync::Arc;
 

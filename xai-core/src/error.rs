@@ -75,6 +75,15 @@ pub enum GatewayError {
     /// Bug or broken invariant.
     #[error("internal error: {0}")]
     Internal(String),
+    /// An upstream refused the request itself (a 4xx that is not the key's fault), in another protocol than
+    /// the client's: its status and message, re-rendered in the client's protocol.
+    #[error("{message}")]
+    UpstreamRejected {
+        /// The upstream status.
+        status: StatusCode,
+        /// The upstream's message.
+        message: String,
+    },
 }
 
 impl GatewayError {
@@ -99,6 +108,7 @@ impl GatewayError {
             GatewayError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::UpstreamRejected { status, .. } => *status,
         }
     }
 
@@ -116,6 +126,7 @@ impl GatewayError {
             GatewayError::Timeout(_) => "timeout",
             GatewayError::NotImplemented(_) => "not_implemented",
             GatewayError::Internal(_) => "internal",
+            GatewayError::UpstreamRejected { .. } => "upstream_rejected",
         }
     }
 
@@ -123,6 +134,7 @@ impl GatewayError {
     pub fn origin(&self) -> Origin {
         match self {
             GatewayError::UpstreamUnavailable { .. } | GatewayError::Timeout(_) => Origin::Upstream,
+            GatewayError::UpstreamRejected { status, .. } if !status.is_client_error() => Origin::Upstream,
             GatewayError::Internal(_) | GatewayError::NotImplemented(_) => Origin::Gateway,
             _ => Origin::Client,
         }

@@ -69,6 +69,7 @@ pub mod control;
 pub mod day;
 pub mod error;
 pub mod ids;
+pub mod ir;
 pub mod layers;
 pub mod memory;
 pub mod money;

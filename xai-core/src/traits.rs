@@ -11,6 +11,7 @@ use http::{HeaderMap, StatusCode};
 use crate::body::Body;
 use crate::error::{BoxError, GatewayError};
 use crate::ids::{AccountId, Level, UpstreamKeyId};
+use crate::ir::{ChatRequest, ChatResponse, StreamDecoder, StreamEncoder};
 use crate::policy::Principal;
 use crate::protocol::{Endpoint, Protocol};
 use crate::routing::{Provider, RouteTable, UpstreamKey};
@@ -231,6 +232,49 @@ pub trait ProtocolAdapter: Send + Sync + 'static {
         body: &[u8],
         default_retry_after: Duration,
     ) -> Outcome;
+
+    // ---- Cross-protocol translation (DESIGN §6, [`crate::ir`]). The defaults refuse with 501. ----
+
+    /// Decodes a client body of this protocol into the canonical request (`Err` = 400 in this protocol).
+    fn decode_request(&self, endpoint: &Endpoint, body: &Bytes) -> Result<ChatRequest, GatewayError> {
+        let _ = (endpoint, body);
+        Err(not_translated(self.protocol()))
+    }
+    /// Encodes the canonical request for an upstream of this protocol (`req.model` is already the upstream
+    /// model, `req.stream` the stream flag).
+    fn encode_request(&self, req: &ChatRequest) -> Result<Bytes, GatewayError> {
+        let _ = req;
+        Err(not_translated(self.protocol()))
+    }
+    /// Decodes a complete upstream answer of this protocol.
+    fn decode_response(&self, body: &[u8]) -> Result<ChatResponse, GatewayError> {
+        let _ = body;
+        Err(not_translated(self.protocol()))
+    }
+    /// Encodes a complete answer for a client of this protocol.
+    fn encode_response(&self, resp: &ChatResponse, endpoint: &Endpoint, meta: &RequestMeta) -> Bytes {
+        let _ = (resp, endpoint, meta);
+        Bytes::new()
+    }
+    /// A decoder of this protocol's upstream stream, `None` when translation is not available.
+    fn stream_decoder(&self) -> Option<Box<dyn StreamDecoder>> {
+        None
+    }
+    /// An encoder of a stream for a client of this protocol (`endpoint` tells Gemini SSE from the JSON array,
+    /// `meta` whether an OpenAI client asked for the usage chunk).
+    fn stream_encoder(&self, endpoint: &Endpoint, meta: &RequestMeta) -> Option<Box<dyn StreamEncoder>> {
+        let _ = (endpoint, meta);
+        None
+    }
+    /// The message of an upstream error body of this protocol, when it has one.
+    fn error_message(&self, body: &[u8]) -> Option<String> {
+        let _ = body;
+        None
+    }
+}
+
+fn not_translated(p: Protocol) -> GatewayError {
+    GatewayError::NotImplemented(format!("translation to and from {p} is not available"))
 }
 
 /// Adapters by protocol. One `Arc` inside: cloning it per request (every layer holds one) is one increment.

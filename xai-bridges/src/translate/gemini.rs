@@ -1,0 +1,1 @@
+//! Translation to and from this protocol (filled in by its owner).
