@@ -4,8 +4,18 @@
 //! Admission is one Lua script: for every bounded node of the request (the caller's account and every ancestor,
 //! their per-model rules matching the model, the key's own limits — the same node set and limits as
 //! [`InMemoryMeter`]) it checks the sliding minute (per-second buckets in a hash) and today's counters, and only
-//! when every bound passes it charges all of them. Settlement (`record`) runs a second script off the hot path:
-//! tokens move by actual − estimate, spend is added to the day.
+//! when every bound passes it charges all of them.
+//!
+//! **Leases.** Where every bound on the path has plenty of headroom (at least [`LEASE_MIN_HEADROOM`] requests
+//! left in the minute and the day, and no daily credit limit), the script charges up to [`LEASE_MAX`] requests
+//! more than the one asked (never more than a sixteenth of what is left) and the instance keeps them as a lease for
+//! the current second: the next requests of that path in the same second are admitted from memory, without a
+//! round trip. The bound still holds exactly, since everything leased was charged in Redis first; what a lease
+//! did not use is given back when its second ends. Tight bounds (rpm = 20) are never leased: every request goes
+//! to Redis, and two instances taking turns admit exactly the limit.
+//!
+//! **Settlement** (`record`) is batched: token corrections (actual − estimate) and spend are summed per path,
+//! second and day, and written with the lease returns every [`FLUSH_EVERY`] in one pipelined round trip.
 //!
 //! Keys: `{prefix}{<root>}:<node>:w` (the minute: 60 one-second buckets, TTL two minutes) and
 //! `{prefix}{<root>}:<node>:d<day>` (fields `r`, `t`, `s`: requests, tokens, micro-credits; TTL two days). The root
@@ -17,6 +27,8 @@
 //! counts the requests admitted locally. A background ping (at most every half second, never on the request path)
 //! notices when Redis answers again, and admission goes back to it.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,7 +36,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
-use xai_core::memory::InMemoryMeter;
+use xai_core::memory::{InMemoryMeter, Who};
+use xai_core::policy::Limits;
 use xai_core::traits::{LimitNode, StoreError};
 use xai_core::{AdmitRequest, BoxFuture, GatewayError, Maybe, Meter, Reservation, UsageRecord};
 
@@ -42,24 +55,34 @@ const ADMIT_TIMEOUT: Duration = Duration::from_millis(50);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Minimum interval between two recovery probes.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// Most requests one admission round trip may lease beyond the one asked.
+pub const LEASE_MAX: u64 = 64;
+/// Headroom (requests left in the minute or the day) below which a bound is never leased.
+pub const LEASE_MIN_HEADROOM: u64 = 256;
+/// How often lease returns and settlements are written.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 /// Checks every bounded node, then charges all of them or none.
 ///
 /// KEYS: per node `i` (1-based), `KEYS[2i-1]` its minute hash, `KEYS[2i]` its day hash.
 /// The minute hash holds 60 one-second buckets (`s<n>` the bucket's second, `r<n>` requests, `t<n>` tokens, `n` =
 /// second mod 60), so it never grows; a bucket counts while its second is within the last minute.
-/// ARGV: now (unix second), estimate tokens, minute TTL, day TTL, bucket index, then per node five limits
-/// (rpm, tpm, rpd, tpd, daily micro-credits), an empty string when unbounded.
-/// Returns `{1}` when admitted, else `{0, node index, bound (1 rpm, 2 tpm, 3 rpd, 4 tpd, 5 daily), retry secs}`.
+/// ARGV: now (unix second), estimate tokens, minute TTL, day TTL, bucket index, lease wanted (extra requests),
+/// lease minimum headroom, then per node five limits (rpm, tpm, rpd, tpd, daily micro-credits), an empty string
+/// when unbounded.
+/// Returns `{1, leased}` when admitted (`leased` extra requests, each with the estimate in tokens, were charged
+/// too), else `{0, node index, bound (1 rpm, 2 tpm, 3 rpd, 4 tpd, 5 daily), retry secs}`.
 const ADMIT_LUA: &str = r"
 local now = tonumber(ARGV[1])
 local est = tonumber(ARGV[2])
 local wttl, dttl, idx = ARGV[3], ARGV[4], ARGV[5]
+local g, lmin = tonumber(ARGV[6]), tonumber(ARGV[7])
+local per = 16 * math.max(est, 1)
 local n = #KEYS / 2
 for i = 1, n do
   local w = KEYS[2 * i - 1]
   local d = KEYS[2 * i]
-  local b = 5 + (i - 1) * 5
+  local b = 7 + (i - 1) * 5
   local rpm, tpm = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
   local rpd, tpd, daily = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
   if rpm or tpm then
@@ -83,6 +106,11 @@ for i = 1, n do
     if oldest then retry = math.max(1, oldest + 60 - now) end
     if rpm and r + 1 > rpm then return {0, i, 1, retry} end
     if tpm and t + est > tpm then return {0, i, 2, retry} end
+    if rpm then
+      local h = rpm - r - 1
+      if h >= lmin then g = math.min(g, math.floor(h / 16)) else g = 0 end
+    end
+    if tpm then g = math.min(g, math.floor((tpm - t - est) / per)) end
   end
   if rpd or tpd or daily then
     local day = redis.call('HMGET', d, 'r', 't', 's')
@@ -90,24 +118,73 @@ for i = 1, n do
     if rpd and dr + 1 > rpd then return {0, i, 3, 0} end
     if tpd and dt + est > tpd then return {0, i, 4, 0} end
     if daily and ds >= daily then return {0, i, 5, 0} end
+    if daily then g = 0 end
+    if rpd then
+      local h = rpd - dr - 1
+      if h >= lmin then g = math.min(g, math.floor(h / 16)) else g = 0 end
+    end
+    if tpd then g = math.min(g, math.floor((tpd - dt - est) / per)) end
   end
 end
+if g < 0 then g = 0 end
+local rq, tk = 1 + g, est * (1 + g)
 local sf, rf, tf = 's' .. idx, 'r' .. idx, 't' .. idx
 for i = 1, n do
   local w = KEYS[2 * i - 1]
   local d = KEYS[2 * i]
   if tonumber(redis.call('HGET', w, sf)) == now then
-    redis.call('HINCRBY', w, rf, 1)
-    redis.call('HINCRBY', w, tf, ARGV[2])
+    redis.call('HINCRBY', w, rf, rq)
+    redis.call('HINCRBY', w, tf, tk)
   else
-    redis.call('HSET', w, sf, ARGV[1], rf, 1, tf, ARGV[2])
+    redis.call('HSET', w, sf, ARGV[1], rf, rq, tf, tk)
   end
   redis.call('EXPIRE', w, wttl)
-  redis.call('HINCRBY', d, 'r', 1)
-  redis.call('HINCRBY', d, 't', ARGV[2])
+  redis.call('HINCRBY', d, 'r', rq)
+  redis.call('HINCRBY', d, 't', tk)
   redis.call('EXPIRE', d, dttl)
 end
-return {1}
+return {1, g}
+";
+
+/// Counts admissions on a node without limits (batched: the request path never waits for it).
+///
+/// KEYS: the node's minute hash, its day hash. ARGV: second, bucket index, requests, tokens, minute TTL, day TTL.
+/// A bucket already reused by a later second keeps its count (the minute has moved on).
+const ADD_LUA: &str = r"
+local w, d = KEYS[1], KEYS[2]
+local sec, idx = tonumber(ARGV[1]), ARGV[2]
+local sf, rf, tf = 's' .. idx, 'r' .. idx, 't' .. idx
+local cur = tonumber(redis.call('HGET', w, sf))
+if cur == sec then
+  redis.call('HINCRBY', w, rf, ARGV[3])
+  redis.call('HINCRBY', w, tf, ARGV[4])
+elseif cur == nil or cur < sec then
+  redis.call('HSET', w, sf, ARGV[1], rf, ARGV[3], tf, ARGV[4])
+end
+redis.call('EXPIRE', w, ARGV[5])
+redis.call('HINCRBY', d, 'r', ARGV[3])
+redis.call('HINCRBY', d, 't', ARGV[4])
+redis.call('EXPIRE', d, ARGV[6])
+return 1
+";
+
+/// Gives back what a lease did not use.
+///
+/// KEYS: the node's minute hash, the day hash of the lease. ARGV: the lease's second, its bucket index, requests
+/// and tokens to give back. A bucket already reused by a later second is left alone; counters never go below 0.
+const RETURN_LUA: &str = r"
+local w, d = KEYS[1], KEYS[2]
+local rf, tf = 'r' .. ARGV[2], 't' .. ARGV[2]
+local r, t = tonumber(ARGV[3]), tonumber(ARGV[4])
+if tonumber(redis.call('HGET', w, 's' .. ARGV[2])) == tonumber(ARGV[1]) then
+  if redis.call('HINCRBY', w, rf, -r) < 0 then redis.call('HSET', w, rf, 0) end
+  if redis.call('HINCRBY', w, tf, -t) < 0 then redis.call('HSET', w, tf, 0) end
+end
+if redis.call('EXISTS', d) == 1 then
+  if redis.call('HINCRBY', d, 'r', -r) < 0 then redis.call('HSET', d, 'r', 0) end
+  if redis.call('HINCRBY', d, 't', -t) < 0 then redis.call('HSET', d, 't', 0) end
+end
+return 1
 ";
 
 /// Settles a reservation.
@@ -155,11 +232,41 @@ fn opt<T: ToString>(x: Option<T>) -> String {
     x.map(|x| x.to_string()).unwrap_or_default()
 }
 
-/// State shared with the spawned settlement and probe tasks.
+/// Requests and tokens charged in Redis for one node and not used yet, valid during second `sec`.
+#[derive(Clone, Copy, Debug)]
+struct Lease {
+    sec: u64,
+    requests: u64,
+    tokens: u64,
+}
+
+/// An unbounded node's count: (root, node, second).
+type CountKey = (u64, LimitNode, u64);
+
+/// Settlements of one path, second and day, summed until the next flush.
+type SettleKey = (u64, u64, i64, Arc<[LimitNode]>);
+
+/// State shared with the spawned flush and probe tasks.
 #[derive(Debug)]
 struct Shared {
     conn: ConnectionManager,
+    prefix: String,
     settle: redis::Script,
+    give_back: redis::Script,
+    add: redis::Script,
+    /// Per (root, node): the lease of the current second.
+    leases: Mutex<HashMap<(u64, LimitNode), Lease>>,
+    /// Leases replaced before the flusher saw them, to give back.
+    returns: Mutex<Vec<(u64, LimitNode, Lease)>>,
+    /// Token corrections and spend per (root, second, record day, nodes), to write.
+    settlements: Mutex<HashMap<SettleKey, (i64, i64)>>,
+    /// Admissions (requests, tokens) to count on unbounded nodes, per (root, node, second).
+    counts: Mutex<HashMap<CountKey, (u64, u64)>>,
+    /// The flush task runs.
+    flusher: AtomicBool,
+    /// Requests admitted from a lease.
+    leased: AtomicU64,
+
     /// In an outage: admission runs on the local meter.
     down: AtomicBool,
     /// A recovery probe is running.
@@ -175,6 +282,129 @@ struct Shared {
 }
 
 impl Shared {
+    fn key(&self, root: u64, node: LimitNode) -> String {
+        let p = &self.prefix;
+        match node {
+            LimitNode::Account(a) => format!("{p}{{{root}}}:a{}", a.0),
+            LimitNode::Key(k) => format!("{p}{{{root}}}:k{}", k.0),
+            LimitNode::Model(a, i) => format!("{p}{{{root}}}:a{}:m{i}", a.0),
+            LimitNode::KeyModel(k, i) => format!("{p}{{{root}}}:k{}:m{i}", k.0),
+        }
+    }
+
+    /// Admits from the leases of the current second when every node has one with room; charges them.
+    fn take_leased(&self, root: u64, nodes: &[(LimitNode, Limits, Who<'_>)], est: u64, now: u64) -> bool {
+        let mut leases = self.leases.lock();
+        let fits = |l: Option<&Lease>| l.is_some_and(|l| l.sec == now && l.requests >= 1 && l.tokens >= est);
+        if !nodes.iter().all(|(n, _, _)| fits(leases.get(&(root, *n)))) {
+            return false;
+        }
+        for (n, _, _) in nodes {
+            if let Some(l) = leases.get_mut(&(root, *n)) {
+                l.requests -= 1;
+                l.tokens -= est;
+            }
+        }
+        drop(leases);
+        self.leased.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Counts an admission on the nodes without limits (written with the next flush).
+    fn count_unbounded(&self, root: u64, req: &AdmitRequest<'_>, est: u64, now: u64) {
+        let mut c = self.counts.lock();
+        for (n, l, _) in xai_core::memory::limit_nodes(req.principal, req.model, req.resolution) {
+            if !l.any() {
+                let e = c.entry((root, n, now)).or_insert((0, 0));
+                e.0 += 1;
+                e.1 += est;
+            }
+        }
+    }
+
+    /// Keeps what an admission leased beyond its own request.
+    fn add_lease(&self, root: u64, nodes: &[(LimitNode, Limits, Who<'_>)], extra: u64, est: u64, now: u64) {
+        let mut leases = self.leases.lock();
+        for (n, _, _) in nodes {
+            let fresh = Lease { sec: now, requests: extra, tokens: extra * est };
+            match leases.entry((root, *n)) {
+                Entry::Occupied(mut o) if o.get().sec == now => {
+                    let l = o.get_mut();
+                    l.requests += extra;
+                    l.tokens += extra * est;
+                }
+                Entry::Occupied(mut o) => {
+                    let old = std::mem::replace(o.get_mut(), fresh);
+                    self.returns.lock().push((root, *n, old));
+                }
+                Entry::Vacant(v) => {
+                    v.insert(fresh);
+                }
+            }
+        }
+    }
+
+    /// Writes lease returns (all of them, or only those of past seconds) and settlements in one round trip.
+    async fn flush_now(&self, all: bool) {
+        let now = unix_now();
+        let mut returns = std::mem::take(&mut *self.returns.lock());
+        self.leases.lock().retain(|(root, n), l| {
+            if all || l.sec != now {
+                returns.push((*root, *n, *l));
+                false
+            } else {
+                true
+            }
+        });
+        returns.retain(|(_, _, l)| l.requests > 0 || l.tokens > 0);
+        let settlements = std::mem::take(&mut *self.settlements.lock());
+        let counts = std::mem::take(&mut *self.counts.lock());
+        if returns.is_empty() && settlements.is_empty() && counts.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        pipe.load_script(&self.give_back).ignore().load_script(&self.settle).ignore();
+        pipe.load_script(&self.add).ignore();
+        for ((root, n, sec), (r, t)) in &counts {
+            let k = self.key(*root, *n);
+            let mut inv = self.add.prepare_invoke();
+            inv.key(format!("{k}:w")).key(format!("{k}:d{}", sec / 86_400));
+            inv.arg(*sec).arg(*sec % WINDOW).arg(*r).arg(*t).arg(WINDOW_TTL).arg(DAY_TTL);
+            pipe.invoke_script(&inv).ignore();
+        }
+        for (root, n, l) in &returns {
+            let k = self.key(*root, *n);
+            let mut inv = self.give_back.prepare_invoke();
+            inv.key(format!("{k}:w")).key(format!("{k}:d{}", l.sec / 86_400));
+            inv.arg(l.sec).arg(l.sec % WINDOW).arg(l.requests).arg(l.tokens);
+            pipe.invoke_script(&inv).ignore();
+        }
+        for ((root, sec, record_day, nodes), (delta, spend)) in &settlements {
+            if *delta == 0 && *spend == 0 {
+                continue;
+            }
+            let slot_day = (*sec / 86_400) as i64;
+            let mut inv = self.settle.prepare_invoke();
+            for n in nodes.iter() {
+                let k = self.key(*root, *n);
+                inv.key(format!("{k}:w")).key(format!("{k}:d{slot_day}")).key(format!("{k}:d{record_day}"));
+            }
+            inv.arg(*sec).arg(*delta).arg(*spend).arg(DAY_TTL).arg(*sec % WINDOW);
+            pipe.invoke_script(&inv).ignore();
+        }
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(SETTLE_TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(
+                error = %e,
+                returns = returns.len(),
+                settlements = settlements.len(),
+                "lease returns and settlements not written to Redis: the estimates stay counted"
+            ),
+            Err(_) => tracing::warn!("lease returns and settlements timed out: the estimates stay counted"),
+        }
+    }
+
     fn fail(&self, why: &dyn std::fmt::Display) {
         if !self.down.swap(true, Ordering::AcqRel) {
             self.outages.fetch_add(1, Ordering::Relaxed);
@@ -195,7 +425,6 @@ impl Shared {
 pub struct RedisMeter {
     shared: Arc<Shared>,
     admit: redis::Script,
-    prefix: String,
     local: Arc<InMemoryMeter>,
     admit_timeout: Duration,
 }
@@ -207,7 +436,16 @@ impl RedisMeter {
         Self {
             shared: Arc::new(Shared {
                 conn,
+                prefix: prefix.into(),
                 settle: redis::Script::new(SETTLE_LUA),
+                give_back: redis::Script::new(RETURN_LUA),
+                add: redis::Script::new(ADD_LUA),
+                leases: Mutex::new(HashMap::new()),
+                returns: Mutex::new(Vec::new()),
+                settlements: Mutex::new(HashMap::new()),
+                counts: Mutex::new(HashMap::new()),
+                flusher: AtomicBool::new(false),
+                leased: AtomicU64::new(0),
                 down: AtomicBool::new(false),
                 probing: AtomicBool::new(false),
                 last_probe: Mutex::new(None),
@@ -217,7 +455,6 @@ impl RedisMeter {
                 settled: Notify::new(),
             }),
             admit: redis::Script::new(ADMIT_LUA),
-            prefix: prefix.into(),
             local,
             admit_timeout: ADMIT_TIMEOUT,
         }
@@ -264,14 +501,43 @@ impl RedisMeter {
         &self.local
     }
 
+    /// Requests admitted from a lease, without a round trip.
+    pub fn leased(&self) -> u64 {
+        self.shared.leased.load(Ordering::Relaxed)
+    }
+
+    #[cfg(test)]
     fn key(&self, root: u64, node: LimitNode) -> String {
-        let p = &self.prefix;
-        match node {
-            LimitNode::Account(a) => format!("{p}{{{root}}}:a{}", a.0),
-            LimitNode::Key(k) => format!("{p}{{{root}}}:k{}", k.0),
-            LimitNode::Model(a, i) => format!("{p}{{{root}}}:a{}:m{i}", a.0),
-            LimitNode::KeyModel(k, i) => format!("{p}{{{root}}}:k{}:m{i}", k.0),
+        self.shared.key(root, node)
+    }
+
+    /// Starts the task that writes lease returns and settlements every [`FLUSH_EVERY`] (once, lazily: it needs
+    /// the Tokio runtime). It ends when the meter is dropped.
+    fn ensure_flusher(&self) {
+        if self.shared.flusher.load(Ordering::Acquire) {
+            return;
         }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        if self.shared.flusher.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.shared);
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(FLUSH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(sh) = weak.upgrade() else { break };
+                if sh.down.load(Ordering::Acquire) {
+                    continue;
+                }
+                sh.pending.fetch_add(1, Ordering::AcqRel);
+                sh.flush_now(false).await;
+                if sh.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    sh.settled.notify_waiters();
+                }
+            }
+        });
     }
 
     /// Admission on the local fallback (and, at most every [`PROBE_EVERY`], a background probe of Redis).
@@ -316,13 +582,35 @@ impl RedisMeter {
             return Ok(Reservation::default());
         };
         // The same counters as the in-memory meter, so both mean the same bound.
-        let nodes = xai_core::memory::limit_nodes(req.principal, req.model, req.resolution);
+        let mut nodes = xai_core::memory::limit_nodes(req.principal, req.model, req.resolution);
+        // Unbounded nodes (accounts without limits on the path) need no check: they are counted with the next
+        // flush, so the admission script only touches nodes that can refuse.
+        let all: Arc<[LimitNode]> = nodes.iter().map(|(n, _, _)| *n).collect();
+        let unbounded = nodes.len();
+        nodes.retain(|(_, l, _)| l.any());
+        let unbounded = unbounded - nodes.len();
         let now = unix_now();
+        let est = req.estimate_tokens;
+        let admitted = |_bounded: &[(LimitNode, Limits, Who<'_>)]| {
+            if unbounded > 0 {
+                self.shared.count_unbounded(root, req, est, now);
+                self.ensure_flusher();
+            }
+            Reservation {
+                chain: Some(req.principal.chain_ids.clone()),
+                tokens: est,
+                slot: REDIS_SLOT | now,
+                nodes: all.clone(),
+            }
+        };
+        if nodes.is_empty() || self.shared.take_leased(root, &nodes, est, now) {
+            return Ok(admitted(&nodes));
+        }
         let day = now / 86_400;
         let mut inv = self.admit.prepare_invoke();
-        inv.arg(now).arg(req.estimate_tokens).arg(WINDOW_TTL).arg(DAY_TTL).arg(now % WINDOW);
+        inv.arg(now).arg(est).arg(WINDOW_TTL).arg(DAY_TTL).arg(now % WINDOW).arg(LEASE_MAX).arg(LEASE_MIN_HEADROOM);
         for (n, l, _) in &nodes {
-            let k = self.key(root, *n);
+            let k = self.shared.key(root, *n);
             inv.key(format!("{k}:w")).key(format!("{k}:d{day}"));
             inv.arg(opt(l.rpm)).arg(opt(l.tpm)).arg(opt(l.rpd)).arg(opt(l.tpd)).arg(opt(l.daily_limit.map(|m| m.0)));
         }
@@ -340,12 +628,17 @@ impl RedisMeter {
         };
         self.shared.ok();
         match answer.as_slice() {
-            [1] => Ok(Reservation {
-                chain: Some(req.principal.chain_ids.clone()),
-                tokens: req.estimate_tokens,
-                slot: REDIS_SLOT | now,
-                nodes: nodes.iter().map(|(n, _, _)| *n).collect(),
-            }),
+            [1, extra] => {
+                if *extra > 0 {
+                    self.shared.add_lease(root, &nodes, *extra as u64, est, now);
+                    self.ensure_flusher();
+                }
+                Ok(admitted(&nodes))
+            }
+            [0, ..] if self.shared.take_leased(root, &nodes, est, now) => {
+                // A concurrent admission of this instance leased what Redis has left: use it.
+                Ok(admitted(&nodes))
+            }
             [0, i, bound, retry] => {
                 let Some((_, l, who)) = usize::try_from(*i - 1).ok().and_then(|i| nodes.get(i)) else {
                     return Err(GatewayError::Internal(format!("limit script answered {answer:?}")));
@@ -370,7 +663,7 @@ impl RedisMeter {
         }
     }
 
-    /// Settles a Redis reservation in a spawned task.
+    /// Queues the settlement of a Redis reservation for the next flush.
     fn settle(&self, record: &UsageRecord, reservation: &Reservation) {
         let Some(root) = reservation.chain.as_ref().and_then(|c| c.first()).map(|a| a.0) else { return };
         if reservation.nodes.is_empty() {
@@ -381,37 +674,15 @@ impl RedisMeter {
         if delta == 0 && spend == 0 {
             return;
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!("settlement outside a Tokio runtime: reservation kept at its estimate");
-            return;
-        };
         let sec = reservation.slot & !REDIS_SLOT;
-        let (slot_day, record_day) = ((sec / 86_400) as i64, day_of(record.time));
-        let mut keys = Vec::with_capacity(reservation.nodes.len() * 3);
-        for n in reservation.nodes.iter() {
-            let k = self.key(root, *n);
-            keys.push(format!("{k}:w"));
-            keys.push(format!("{k}:d{slot_day}"));
-            keys.push(format!("{k}:d{record_day}"));
+        let key = (root, sec, day_of(record.time), reservation.nodes.clone());
+        {
+            let mut pending = self.shared.settlements.lock();
+            let e = pending.entry(key).or_insert((0, 0));
+            e.0 += delta;
+            e.1 += spend;
         }
-        let sh = self.shared.clone();
-        sh.pending.fetch_add(1, Ordering::AcqRel);
-        rt.spawn(async move {
-            let mut inv = sh.settle.prepare_invoke();
-            for k in &keys {
-                inv.key(k);
-            }
-            inv.arg(sec).arg(delta).arg(spend).arg(DAY_TTL).arg(sec % WINDOW);
-            let mut conn = sh.conn.clone();
-            match tokio::time::timeout(SETTLE_TIMEOUT, inv.invoke_async::<i64>(&mut conn)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "settlement not written to Redis: the estimate stays counted"),
-                Err(_) => tracing::warn!("settlement timed out: the estimate stays counted"),
-            }
-            if sh.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-                sh.settled.notify_waiters();
-            }
-        });
+        self.ensure_flusher();
     }
 }
 
@@ -441,6 +712,7 @@ impl Meter for RedisMeter {
     fn flush(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let sh = &self.shared;
+            sh.flush_now(true).await;
             let wait = async {
                 loop {
                     let notified = sh.settled.notified();
@@ -630,6 +902,66 @@ mod tests {
         }
         assert_eq!(admitted, 25);
         assert_eq!((m1.degraded(), m2.degraded()), (0, 0));
+        testenv::redis_cleanup(&mut conn, &prefix).await;
+    }
+
+    /// Requests and tokens Redis counts in the minute of a node (all buckets).
+    async fn minute_count(conn: &mut ConnectionManager, m: &RedisMeter, root: u64, node: LimitNode) -> (u64, u64) {
+        let fields: HashMap<String, u64> =
+            redis::cmd("HGETALL").arg(format!("{}:w", m.key(root, node))).query_async(conn).await.unwrap();
+        let sum = |kind: char| fields.iter().filter(|(k, _)| k.starts_with(kind)).map(|(_, v)| *v).sum::<u64>();
+        (sum('r'), sum('t'))
+    }
+
+    #[tokio::test]
+    async fn wide_bounds_are_leased_and_what_a_lease_left_is_given_back() {
+        let Some((m1, m2, mut conn, prefix)) = cluster().await else { return };
+        let root = account(1, None, Policy { rpm: Some(100_000), tpm: Some(100_000_000), ..Policy::default() });
+        let p = principal(vec![root, account(2, Some(1), Policy::default())], 1);
+        for i in 0..200 {
+            let m = if i % 2 == 0 { &m1 } else { &m2 };
+            ask(m, &p, "m", 50).await.unwrap_or_else(|e| panic!("request {i}: {e}"));
+        }
+        let leased = m1.leased() + m2.leased();
+        assert!(leased >= 150, "most admissions come from leases without a round trip: {leased} of 200");
+        // Settle a few with their real usage, then flush: the minute counts exactly what was admitted.
+        m1.flush().await;
+        m2.flush().await;
+        let (r, t) = minute_count(&mut conn, &m1, 1, LimitNode::Account(AccountId(1))).await;
+        assert_eq!((r, t), (200, 200 * 50), "unused leases were given back");
+        let (r2, _) = minute_count(&mut conn, &m1, 1, LimitNode::Account(AccountId(2))).await;
+        assert_eq!(r2, 200);
+        testenv::redis_cleanup(&mut conn, &prefix).await;
+    }
+
+    #[tokio::test]
+    async fn leases_never_let_two_instances_exceed_a_bound() {
+        let Some((m1, m2, mut conn, prefix)) = cluster().await else { return };
+        let (m1, m2) = (Arc::new(m1), Arc::new(m2));
+        // Wide enough to lease (headroom ≥ LEASE_MIN_HEADROOM) but reachable within the test.
+        let root = account(1, None, Policy { rpm: Some(1_000), ..Policy::default() });
+        let mut admitted = 0;
+        // Waves of 100 concurrent requests, alternating instances and children.
+        for wave in 0..14u64 {
+            let mut tasks = Vec::new();
+            for j in 0..100u64 {
+                let i = wave * 100 + j;
+                let m = if i % 2 == 0 { m1.clone() } else { m2.clone() };
+                let p = principal(vec![root.clone(), account(100 + i % 5, Some(1), Policy::default())], i % 5);
+                tasks.push(tokio::spawn(async move { ask(&m, &p, "m", 1).await.is_ok() }));
+            }
+            for t in tasks {
+                admitted += usize::from(t.await.unwrap());
+            }
+        }
+        assert!(admitted <= 1_000, "rpm 1000 across two leasing instances admitted {admitted}");
+        // Leases outstanding on the other instance may refuse a few requests below the bound, never many.
+        assert!(admitted >= 900, "rpm 1000, 1400 requests in waves: only {admitted} admitted");
+        assert!(m1.leased() + m2.leased() > 0, "the bound was wide enough to lease");
+        m1.flush().await;
+        m2.flush().await;
+        let (r, _) = minute_count(&mut conn, &m1, 1, LimitNode::Account(AccountId(1))).await;
+        assert_eq!(r as usize, admitted, "after the returns Redis counts exactly the admitted requests");
         testenv::redis_cleanup(&mut conn, &prefix).await;
     }
 

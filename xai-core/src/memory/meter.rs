@@ -118,33 +118,57 @@ pub fn limits_of(p: &crate::policy::Policy) -> Limits {
 /// path (bounded or not, so a bound added later sees the day's earlier traffic and operators see live use), their
 /// per-model rules matching the name each account saw in the walk, the key's own limits and its per-model rules
 /// (the key sees the requested name). Shared by every [`Meter`] implementation so they count the same nodes.
-pub fn limit_nodes(
-    p: &Principal,
+pub fn limit_nodes<'p>(
+    p: &'p Principal,
     model: &str,
     r: Option<&crate::policy::ModelResolution>,
-) -> Vec<(LimitNode, Limits, String)> {
-    let mut v = Vec::new();
+) -> Vec<(LimitNode, Limits, Who<'p>)> {
+    let mut v = Vec::with_capacity(p.chain.len() + 1);
     for a in p.chain.iter() {
-        v.push((LimitNode::Account(a.id), limits_of(&a.policy), format!("account {}", a.path)));
+        v.push((LimitNode::Account(a.id), limits_of(&a.policy), Who::Account(&a.path)));
         let seen = r.and_then(|r| r.name_at(a.id)).unwrap_or(model);
         for (i, (g, l)) in a.policy.model_limits.iter().enumerate() {
             if l.any() && g.matches(seen) {
-                v.push((LimitNode::Model(a.id, i as u16), *l, format!("account {} for models {}", a.path, g)));
+                v.push((LimitNode::Model(a.id, i as u16), *l, Who::AccountModels(&a.path, g)));
             }
         }
     }
     if let Some(kp) = &p.key.policy {
         let l = limits_of(kp);
         if l.any() {
-            v.push((LimitNode::Key(p.key.id), l, format!("key {}", p.key.prefix)));
+            v.push((LimitNode::Key(p.key.id), l, Who::Key(&p.key.prefix)));
         }
         for (i, (g, l)) in kp.model_limits.iter().enumerate() {
             if l.any() && g.matches(model) {
-                v.push((LimitNode::KeyModel(p.key.id, i as u16), *l, format!("key {} for models {}", p.key.prefix, g)));
+                v.push((LimitNode::KeyModel(p.key.id, i as u16), *l, Who::KeyModels(&p.key.prefix, g)));
             }
         }
     }
     v
+}
+
+/// Who a limit node belongs to, for refusal messages (rendered only when a request is refused).
+#[derive(Clone, Copy, Debug)]
+pub enum Who<'p> {
+    /// An account, by path.
+    Account(&'p str),
+    /// A per-model rule of an account.
+    AccountModels(&'p str, &'p crate::policy::ModelPattern),
+    /// A key, by its visible prefix.
+    Key(&'p str),
+    /// A per-model rule of a key.
+    KeyModels(&'p str, &'p crate::policy::ModelPattern),
+}
+
+impl std::fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Who::Account(p) => write!(f, "account {p}"),
+            Who::AccountModels(p, g) => write!(f, "account {p} for models {g}"),
+            Who::Key(k) => write!(f, "key {k}"),
+            Who::KeyModels(k, g) => write!(f, "key {k} for models {g}"),
+        }
+    }
 }
 
 fn until_midnight() -> Duration {
@@ -169,11 +193,11 @@ impl InMemoryMeter {
         self.counters.write().entry(n).or_default().clone()
     }
 
-    fn bounded(
-        p: &Principal,
+    fn bounded<'p>(
+        p: &'p Principal,
         model: &str,
         r: Option<&crate::policy::ModelResolution>,
-    ) -> Vec<(LimitNode, Limits, String)> {
+    ) -> Vec<(LimitNode, Limits, Who<'p>)> {
         limit_nodes(p, model, r)
     }
 
