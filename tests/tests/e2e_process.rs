@@ -18,6 +18,47 @@ async fn healthz_and_readyz() {
     assert_eq!(ready.status, 200, "{}", ready.text());
 }
 
+/// The value of one sample line of a Prometheus exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_answers_usage_writes_and_key_health() {
+    let gw = Gateway::start().await;
+    gw.mock_a.script(None, vec![Behavior::status(401)]);
+    for i in 0..3 {
+        let r = gw.chat(ACME_KEY, &xai_tests::fixtures::chat_body("gpt-4o", &format!("m{i}"))).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let refused = gw.chat("xai-not-a-key", &xai_tests::fixtures::chat_body("gpt-4o", "x")).await;
+    assert_eq!(refused.status, 401);
+    let m = tokio::time::timeout(USAGE_TIMEOUT, async {
+        loop {
+            let m = client::get(&gw.url("/metrics"), None).await;
+            assert_eq!(m.status, 200);
+            let t = m.text();
+            if sample(&t, "xai_usage_written_total").unwrap_or(0.0) >= 3.0 {
+                break t;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("usage rows are written within the usage timeout");
+    assert_eq!(sample(&m, r#"xai_responses_total{class="2xx"}"#), Some(3.0), "{m}");
+    assert_eq!(sample(&m, r#"xai_responses_total{class="4xx"}"#), Some(1.0), "{m}");
+    assert_eq!(sample(&m, "xai_usage_spool_pending"), Some(0.0), "{m}");
+    // The upstream 401 disabled one key of mock-a; the others stayed healthy.
+    let disabled: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("xai_upstream_key_disabled{provider=\"mock-a\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(disabled, 1.0, "{m}");
+    assert!(!m.contains("sk-up"), "no upstream key material in metrics");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_slow_stream_finish_then_exits_zero() {
     let mut gw = Gateway::start().await;

@@ -170,6 +170,8 @@ pub struct Limits {
     pub meter: Arc<dyn Meter>,
     /// Live counters of this instance.
     pub local: Arc<InMemoryMeter>,
+    /// The Redis meter, when configured (for metrics).
+    pub redis: Option<Arc<xai_store::redis_limits::RedisMeter>>,
 }
 
 /// Limits: cluster-wide in Redis when a URL is given (falling back to this instance's counters while Redis is
@@ -178,11 +180,13 @@ pub fn limits(redis_url: Option<&str>, prefix: &str) -> Result<Limits, String> {
     let local = Arc::new(InMemoryMeter::default());
     match redis_url {
         Some(url) => {
-            let m = xai_store::redis_limits::RedisMeter::connect(url, prefix, local.clone())
-                .map_err(|e| format!("redis {}: {e}", redact_url(url)))?;
-            Ok(Limits { meter: Arc::new(m), local })
+            let m = Arc::new(
+                xai_store::redis_limits::RedisMeter::connect(url, prefix, local.clone())
+                    .map_err(|e| format!("redis {}: {e}", redact_url(url)))?,
+            );
+            Ok(Limits { meter: m.clone(), local, redis: Some(m) })
         }
-        None => Ok(Limits { meter: local.clone(), local }),
+        None => Ok(Limits { meter: local.clone(), local, redis: None }),
     }
 }
 

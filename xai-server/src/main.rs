@@ -8,6 +8,7 @@ mod admin;
 mod config;
 mod durable;
 mod feed;
+mod metrics;
 mod server;
 mod upstream;
 
@@ -244,13 +245,15 @@ async fn run(cli: Cli) -> Result<(), String> {
     notes.push(feed.describe().to_string());
     control.set_live_usage(limits.local);
     let spending: Arc<dyn xai_core::Meter> = Arc::new(SpendingMeter::new(limits.meter, control.clone()));
-    let (meter, saver): (Arc<dyn xai_core::Meter>, _) = match &state {
-        Some(s) => (
-            Arc::new(durable::usage_meter(&s.sql, spending, &data_dir).await?),
-            Some(durable::spawn_saver(s.sql.clone(), control.clone(), Duration::from_secs(1))),
-        ),
-        None => (spending, None),
+    let (meter, usage, saver): (Arc<dyn xai_core::Meter>, _, _) = match &state {
+        Some(s) => {
+            let usage = Arc::new(durable::usage_meter(&s.sql, spending, &data_dir).await?);
+            let saver = durable::spawn_saver(s.sql.clone(), control.clone(), Duration::from_secs(1));
+            (usage.clone(), Some(usage), Some(saver))
+        }
+        None => (spending, None, None),
     };
+    let metrics = Arc::new(metrics::Metrics::new(pool.clone(), limits.redis.clone(), usage));
     let upstream = Arc::new(
         upstream::HyperUpstream::new(Duration::from_millis(cfg.routing.connect_timeout_ms))
             .map_err(|e| e.to_string())?,
@@ -294,6 +297,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         store: store as Arc<dyn PolicyStore>,
         sql: state.as_ref().map(|s| s.sql.clone()),
         meter,
+        metrics,
     };
     server::serve(listener, app, Duration::from_millis(cfg.server.shutdown_grace_ms), server::signal()).await;
     // The drain has ended and usage is flushed: save the last balances and counters.

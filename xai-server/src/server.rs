@@ -31,6 +31,8 @@ pub struct App<S> {
     pub sql: Option<Arc<xai_store::sql::SqlStore>>,
     /// For the final flush.
     pub meter: Arc<dyn Meter>,
+    /// `GET /metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 fn text(status: StatusCode, s: &'static str) -> Response<Body> {
@@ -63,11 +65,20 @@ where
             text(StatusCode::SERVICE_UNAVAILABLE, "store unreachable")
         });
     }
+    if path == "/metrics" && req.method() == http::Method::GET {
+        let mut r = Response::new(body::full(Bytes::from(app.metrics.render())));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+        return Ok(r);
+    }
     if path.starts_with("/admin/") {
         return Ok(app.admin.handle(req).await);
     }
     req.extensions_mut().insert(ClientAddr(remote));
-    app.gateway.clone().oneshot(req).await
+    let resp = app.gateway.clone().oneshot(req).await;
+    if let Ok(r) = &resp {
+        app.metrics.response(r.status());
+    }
+    resp
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests for at most `grace` and flushes usage.
