@@ -528,3 +528,38 @@ async fn state_outlives_every_instance() {
         ledger["ledger"].as_array().into_iter().flatten().filter_map(|e| e["kind"].as_str()).collect();
     assert_eq!(kinds, ["mint", "allocate"], "team's ledger: {ledger}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_key_rate_limited_on_one_instance_cools_on_every_instance() {
+    let Some(env) = Env::create(true).await else { return };
+    let mock = MockUpstream::start().await;
+    let config = env.config();
+    let a = env.server(&config, &mock).await;
+    let b = env.server(&config, &mock).await;
+    // Warm both instances up (the pool feed's subscription is established at start).
+    for s in [&a, &b] {
+        let r = chat(s, TEAM_ADMIN_KEY, "gpt-4o", "warm").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    mock.reset();
+    mock.script(Some("sk-up-1"), vec![xai_tests::mock::Behavior::status(429).with_header("retry-after", "30")]);
+    let on_a = chat(&a, TEAM_ADMIN_KEY, "gpt-4o", "limited").await;
+    assert_ne!(on_a.status, 200, "A saw the upstream 429 on its only key: {}", on_a.text());
+    let since = Instant::now();
+    let mut served = 0;
+    // B learns of the cooldown from A: it answers without spending a request on the cooling key.
+    loop {
+        let on_b = chat(&b, TEAM_ADMIN_KEY, "gpt-4o", "after").await;
+        if on_b.status == 200 {
+            served += 1;
+        } else {
+            assert!(on_b.status == 429 || on_b.status == 503, "{}", on_b.text());
+            break;
+        }
+        assert!(since.elapsed() < PROPAGATION, "B still used the key A saw rate limited after {:?}", since.elapsed());
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+    let reached = mock.requests().into_iter().filter(|r| r.body.to_string().contains("after")).count();
+    assert_eq!(reached, served, "B's refusal came from the shared cooldown, not from the upstream");
+}

@@ -9,6 +9,7 @@ mod config;
 mod durable;
 mod feed;
 mod metrics;
+mod pool_sync;
 mod server;
 mod upstream;
 
@@ -258,9 +259,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         upstream::HyperUpstream::new(Duration::from_millis(cfg.routing.connect_timeout_ms))
             .map_err(|e| e.to_string())?,
     );
+    let shared_pool = Arc::new(pool_sync::SharedPool::new(pool.clone(), &feed, &prefix, &instance));
     let gateway = Gateway {
         store: store.clone(),
-        pool: pool.clone(),
+        pool: shared_pool,
         meter: meter.clone(),
         adapters: xai_bridges::adapters(),
         upstream,
