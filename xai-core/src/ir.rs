@@ -16,6 +16,8 @@
 //! - Tool-call ids are never empty: a decoder whose wire has none (Gemini) makes stable ones with
 //!   [`synth_call_id`].
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 
 use crate::protocol::Protocol;
@@ -238,7 +240,7 @@ pub struct Signature {
     pub value: String,
 }
 
-const ENVELOPE: &str = "xai1.";
+const ENVELOPE: &str = "xai1";
 
 impl Signature {
     /// A signature issued by `origin`.
@@ -246,9 +248,12 @@ impl Signature {
         Self { origin, value: value.into() }
     }
 
-    /// The text to put in another protocol's opaque field: `xai1.<origin>.<value>`.
+    /// The text to put in another protocol's opaque field: `xai1` followed by the standard base64 of
+    /// `<origin>.<value>`. The whole is itself valid base64 (`xai1` is one full quantum), which clients that check
+    /// the field's alphabet (google-genai reads `thoughtSignature` as base64 bytes) require.
     pub fn envelope(&self) -> String {
-        format!("{ENVELOPE}{}.{}", self.origin.as_str(), self.value)
+        let inner = format!("{}.{}", self.origin.as_str(), self.value);
+        format!("{ENVELOPE}{}", STANDARD.encode(inner))
     }
 
     /// What to write in `target`'s opaque field: the value itself when `target` issued it, else the envelope.
@@ -260,7 +265,9 @@ impl Signature {
     /// origin; anything else was issued by `field_protocol` itself.
     pub fn from_field(field_protocol: Protocol, text: &str) -> Signature {
         if let Some(rest) = text.strip_prefix(ENVELOPE)
-            && let Some((origin, value)) = rest.split_once('.')
+            && let Ok(inner) = STANDARD.decode(rest)
+            && let Ok(inner) = String::from_utf8(inner)
+            && let Some((origin, value)) = inner.split_once('.')
             && let Ok(p) = origin.parse::<Protocol>()
         {
             return Signature::new(p, value);
@@ -614,7 +621,8 @@ mod tests {
     fn signatures_round_trip_through_foreign_fields() {
         let s = Signature::new(Protocol::Gemini, "c2ln.bmF0dXJl");
         let written = s.for_client(Protocol::Anthropic);
-        assert!(written.starts_with("xai1.gemini."));
+        assert!(written.starts_with("xai1"));
+        assert!(STANDARD.decode(&written).is_ok(), "an envelope is valid base64 as a whole: {written}");
         assert_eq!(Signature::from_field(Protocol::Anthropic, &written), s);
         assert_eq!(s.for_client(Protocol::Gemini), "c2ln.bmF0dXJl");
         let native = Signature::from_field(Protocol::Anthropic, "EqQBCkYIARgC");
@@ -622,7 +630,8 @@ mod tests {
         assert_eq!(native.native_for(Protocol::Anthropic), Some("EqQBCkYIARgC"));
         assert_eq!(native.native_for(Protocol::Gemini), None);
         // An envelope naming an unknown protocol is taken as the field's own opaque text.
-        assert_eq!(Signature::from_field(Protocol::Gemini, "xai1.grpc.x").origin, Protocol::Gemini);
+        let unknown = format!("xai1{}", STANDARD.encode("grpc.x"));
+        assert_eq!(Signature::from_field(Protocol::Gemini, &unknown).origin, Protocol::Gemini);
     }
 
     #[test]

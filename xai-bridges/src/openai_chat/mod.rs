@@ -15,7 +15,10 @@ use xai_core::{
     BodySpans, Endpoint, GatewayError, ModelInfo, Outcome, Protocol, ProtocolAdapter, RequestMeta, StreamTap, Usage,
 };
 
+use xai_core::ir::{ChatRequest, ChatResponse, StreamDecoder, StreamEncoder};
+
 use crate::common::{self, json_str, span_in};
+use crate::translate::chat;
 pub use stream::ChatStreamTap;
 
 /// The OpenAI Chat adapter.
@@ -222,6 +225,34 @@ impl ProtocolAdapter for OpenAiChat {
         default_retry_after: Duration,
     ) -> Outcome {
         common::classify(status, headers, body, default_retry_after, &["insufficient_quota", "billing_hard_limit"])
+    }
+
+    fn decode_request(&self, endpoint: &Endpoint, body: &Bytes) -> Result<ChatRequest, GatewayError> {
+        chat::decode_request(endpoint, body)
+    }
+
+    fn encode_request(&self, req: &ChatRequest) -> Result<Bytes, GatewayError> {
+        chat::encode_request(req)
+    }
+
+    fn decode_response(&self, body: &[u8]) -> Result<ChatResponse, GatewayError> {
+        chat::decode_response(body)
+    }
+
+    fn encode_response(&self, resp: &ChatResponse, endpoint: &Endpoint, meta: &RequestMeta) -> Bytes {
+        chat::encode_response(resp, endpoint, meta)
+    }
+
+    fn stream_decoder(&self) -> Option<Box<dyn StreamDecoder>> {
+        Some(Box::new(chat::ChatStreamDecoder::new()))
+    }
+
+    fn stream_encoder(&self, _endpoint: &Endpoint, meta: &RequestMeta) -> Option<Box<dyn StreamEncoder>> {
+        Some(Box::new(chat::ChatStreamEncoder::new(meta)))
+    }
+
+    fn error_message(&self, body: &[u8]) -> Option<String> {
+        chat::error_message(body)
     }
 }
 

@@ -199,7 +199,7 @@ impl Attempt {
         );
         if forward {
             for (k, v) in &a.forward {
-                h.insert(k.clone(), v.clone());
+                h.append(k.clone(), v.clone());
             }
         }
         adapter.authorize(a.lease.key.secret.expose(), h);

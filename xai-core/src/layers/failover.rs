@@ -103,8 +103,9 @@ where
     let meta = Arc::new(meta.clone());
     let mut forward = HeaderMap::new();
     for name in FORWARDED_HEADERS {
-        if let Some(v) = parts.headers.get(name) {
-            forward.insert(name, v.clone());
+        // Every value: Claude Code sends `anthropic-beta` more than once.
+        for v in parts.headers.get_all(name) {
+            forward.append(name, v.clone());
         }
     }
 
