@@ -10,12 +10,13 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use xai_core::{
     BodySpans, Endpoint, EndpointKind, GatewayError, ModelInfo, Outcome, Protocol, ProtocolAdapter, RequestMeta,
-    StreamTap, Usage,
+    StreamTap, Usage, ir,
 };
 
 use crate::common::{self, json_str, span_in};
 use crate::sse;
 use crate::tap::{EventTap, Observer, TapState};
+use crate::translate::anthropic as translate;
 
 /// The Anthropic adapter.
 #[derive(Debug, Default, Clone, Copy)]
@@ -165,6 +166,34 @@ impl ProtocolAdapter for Anthropic {
 
     fn classify_failure(&self, status: StatusCode, headers: &HeaderMap, body: &[u8], d: Duration) -> Outcome {
         common::classify(status, headers, body, d, &["credit balance is too low"])
+    }
+
+    fn decode_request(&self, endpoint: &Endpoint, body: &Bytes) -> Result<ir::ChatRequest, GatewayError> {
+        translate::decode_request(endpoint, body)
+    }
+
+    fn encode_request(&self, req: &ir::ChatRequest) -> Result<Bytes, GatewayError> {
+        translate::encode_request(req)
+    }
+
+    fn decode_response(&self, body: &[u8]) -> Result<ir::ChatResponse, GatewayError> {
+        translate::decode_response(body)
+    }
+
+    fn encode_response(&self, resp: &ir::ChatResponse, endpoint: &Endpoint, meta: &RequestMeta) -> Bytes {
+        translate::encode_response(resp, endpoint, meta)
+    }
+
+    fn stream_decoder(&self) -> Option<Box<dyn ir::StreamDecoder>> {
+        Some(Box::new(translate::AnthropicStreamDecoder::new()))
+    }
+
+    fn stream_encoder(&self, _endpoint: &Endpoint, meta: &RequestMeta) -> Option<Box<dyn ir::StreamEncoder>> {
+        Some(Box::new(translate::AnthropicStreamEncoder::new(meta.model.clone())))
+    }
+
+    fn error_message(&self, body: &[u8]) -> Option<String> {
+        translate::error_message(body)
     }
 }
 

@@ -305,8 +305,15 @@ async fn run(cli: Cli) -> Result<(), String> {
     // The drain has ended and usage is flushed: save the last balances and counters.
     if let (Some(s), Some(saver)) = (&state, saver) {
         saver.abort();
-        if let Err(e) = durable::save(&s.sql, &control, control.take_changes()).await {
-            tracing::error!(error = %e, "final state save failed");
+        // Bounded: a database that refuses connections must not keep the process past an orchestrator's patience.
+        match tokio::time::timeout(Duration::from_secs(5), durable::save(&s.sql, &control, control.take_changes()))
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "final state save failed"),
+            Err(_) => {
+                tracing::error!("final state save did not finish within 5 s; changes since the last save are lost")
+            }
         }
         s.sql.close().await;
     }

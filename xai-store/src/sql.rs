@@ -233,7 +233,15 @@ impl SqlStore {
             let max = if url.contains(":memory:") || url.contains("mode=memory") { 1 } else { 8 };
             Db::Sqlite(SqlitePoolOptions::new().max_connections(max).connect_with(opts).await?)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Db::Postgres(PgPoolOptions::new().max_connections(16).connect(url).await?)
+            // A refusing database must not hold a caller for sqlx's default 30 s: the usage writer spools, the
+            // saver retries, and shutdown stays within its bounds.
+            Db::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(std::time::Duration::from_secs(3))
+                    .connect(url)
+                    .await?,
+            )
         } else {
             return Err(StoreError::UnsupportedUrl);
         };
