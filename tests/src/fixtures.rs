@@ -1,5 +1,7 @@
 //! The contract's test setup ready to use: two mock upstreams (level 1 and its switch-over level 2), a server running
-//! the contract's config against them, and request builders.
+//! the contract's config against them, and request builders; [`wire`]: the four protocols as their clients speak them.
+
+pub mod wire;
 
 use serde_json::{Value, json};
 

@@ -1,6 +1,10 @@
-//! A scriptable mock OpenAI upstream (docs/test-contract.md, "The mock upstream").
+//! A scriptable mock upstream speaking the four wire protocols (docs/test-contract.md, "The mock upstream").
 //!
-//! It binds 127.0.0.1:0, answers `POST /v1/chat/completions` and `GET /v1/models` with default replies, and plays
+//! It binds 127.0.0.1:0 and answers OpenAI Chat (`POST /v1/chat/completions`), OpenAI Responses (`POST /v1/responses`),
+//! Anthropic (`POST /v1/messages`, `/v1/messages/count_tokens`), Gemini (`POST /v1beta/models/{model}:generateContent`,
+//! `:streamGenerateContent`, `:countTokens`, also under `/v1/models/`) and the model listings with protocol-native
+//! default replies ([`reply`]: text, tool calls, reasoning), after checking each request as strictly as the real provider
+//! would (a native 400 otherwise). It plays
 //! scripted [`Behavior`]s (status sequences, delays, SSE chunks at a pace, a cut mid-stream, a hang) from FIFO queues,
 //! one per upstream key plus a shared one. Every request is logged, including whether the peer went away before the
 //! mock finished sending. The same control surface is served over HTTP under `/_mock/` for suites in other languages.
@@ -19,9 +23,14 @@
 //! Which requests take scripted behaviours: every method but `GET` (so a model listing never eats a script). A request
 //! takes from its key's queue first, then from the shared queue, else gets the default reply.
 
+pub mod anthropic;
 mod behavior;
 mod body;
+pub mod chat;
+pub mod endpoint;
+pub mod gemini;
 pub mod reply;
+pub mod responses;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
@@ -46,6 +55,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 pub use behavior::{Behavior, RecordedRequest, RequestLog, ScriptRequest};
 use body::{MockBody, Tracker};
+use endpoint::{Endpoint, Reply};
 
 /// State shared by the handle and the connection tasks.
 #[derive(Debug, Default)]
@@ -335,6 +345,7 @@ async fn upstream(shared: Arc<Shared>, parts: http::request::Parts, bytes: Bytes
         finished: false,
         cancelled: false,
         dropped: false,
+        rejected: None,
     };
     shared.inner.lock().log.push(record);
     shared.changed.notify_waiters();
@@ -350,26 +361,31 @@ async fn upstream(shared: Arc<Shared>, parts: http::request::Parts, bytes: Bytes
         std::future::pending::<()>().await;
     }
 
-    let is_models = parts.method == Method::GET && parts.uri.path().ends_with("/models");
-    let is_chat = parts.method == Method::POST && parts.uri.path().ends_with("/chat/completions");
-    let mut status = behavior.status.unwrap_or(200);
-    let (chunks, streaming): (Vec<Bytes>, bool) = if let Some(sse) = &behavior.sse {
-        (sse.iter().map(|e| Bytes::from(e.clone())).collect(), true)
+    let endpoint = Endpoint::classify(&parts.method, parts.uri.path(), parts.uri.query(), &parts.headers);
+    let scripted_status = behavior.status.unwrap_or(200);
+    let reply = if let Some(sse) = &behavior.sse {
+        Reply {
+            status: scripted_status,
+            chunks: sse.iter().map(|e| Bytes::from(e.clone())).collect(),
+            streaming: true,
+            content_type: "text/event-stream",
+            rejected: None,
+        }
     } else if let Some(b) = &behavior.body {
-        (vec![Bytes::from(serde_json::to_vec(b).unwrap_or_default())], false)
-    } else if !(200..300).contains(&status) {
-        (vec![Bytes::from(reply::error_body(status).to_string())], false)
-    } else if is_models {
-        (vec![Bytes::from(reply::models().to_string())], false)
-    } else if is_chat && body.get("stream").and_then(Value::as_bool) == Some(true) {
-        (reply::chat_stream(&body, seq).into_iter().map(Bytes::from).collect(), true)
-    } else if is_chat {
-        (vec![Bytes::from(reply::chat_completion(&body, seq).to_string())], false)
+        Reply::json(scripted_status, b)
+    } else if !(200..300).contains(&scripted_status) {
+        endpoint.error_reply(scripted_status)
     } else {
-        status = 404;
-        let err = json!({"error": {"message": format!("mock upstream: no default reply for {} {}", parts.method, parts.uri.path()), "type": "invalid_request_error", "param": null, "code": "not_found"}});
-        (vec![Bytes::from(err.to_string())], false)
+        let mut reply = endpoint.default_reply(&body, &parts.headers, seq);
+        if reply.status == 200 {
+            reply.status = scripted_status;
+        }
+        reply
     };
+    let Reply { status, chunks, streaming, content_type, rejected } = reply;
+    if rejected.is_some() {
+        shared.update(seq, |r| r.rejected = rejected);
+    }
 
     tracker.set_status(status);
     let mut resp = Response::new(MockBody::tracked(
@@ -381,9 +397,8 @@ async fn upstream(shared: Arc<Shared>, parts: http::request::Parts, bytes: Bytes
     ));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = resp.headers_mut();
-    let content_type = if streaming { "text/event-stream" } else { "application/json" };
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if streaming {
+    if streaming && content_type == "text/event-stream" {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
     if let Some(k) = key.as_deref().and_then(|k| HeaderValue::from_str(k).ok()) {

@@ -11,6 +11,8 @@ use crate::common::{self, json_str};
 use crate::openai_chat::OpenAiChat;
 use crate::sse;
 use crate::tap::{EventTap, Observer, TapState};
+use crate::translate::responses as translate;
+use xai_core::ir::{ChatRequest, ChatResponse, StreamDecoder, StreamEncoder};
 
 /// The Responses adapter.
 #[derive(Debug, Default, Clone, Copy)]
@@ -113,6 +115,34 @@ impl ProtocolAdapter for OpenAiResponses {
 
     fn classify_failure(&self, status: StatusCode, headers: &HeaderMap, body: &[u8], d: Duration) -> Outcome {
         common::classify(status, headers, body, d, &["insufficient_quota"])
+    }
+
+    fn decode_request(&self, endpoint: &Endpoint, body: &Bytes) -> Result<ChatRequest, GatewayError> {
+        translate::decode_request(endpoint, body)
+    }
+
+    fn encode_request(&self, req: &ChatRequest) -> Result<Bytes, GatewayError> {
+        translate::encode_request(req)
+    }
+
+    fn decode_response(&self, body: &[u8]) -> Result<ChatResponse, GatewayError> {
+        translate::decode_response(body)
+    }
+
+    fn encode_response(&self, resp: &ChatResponse, endpoint: &Endpoint, meta: &RequestMeta) -> Bytes {
+        translate::encode_response(resp, endpoint, meta)
+    }
+
+    fn stream_decoder(&self) -> Option<Box<dyn StreamDecoder>> {
+        Some(Box::new(translate::ResponsesStreamDecoder::new()))
+    }
+
+    fn stream_encoder(&self, _endpoint: &Endpoint, meta: &RequestMeta) -> Option<Box<dyn StreamEncoder>> {
+        Some(Box::new(translate::ResponsesStreamEncoder::new(&meta.model)))
+    }
+
+    fn error_message(&self, body: &[u8]) -> Option<String> {
+        translate::error_message(body)
     }
 }
 

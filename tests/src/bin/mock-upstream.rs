@@ -1,6 +1,6 @@
-//! `mock-upstream --listen 127.0.0.1:0`: the scriptable mock OpenAI upstream as a process, for suites in other
-//! languages (docs/test-contract.md). Prints `mock-upstream listening on 127.0.0.1:PORT` once bound, then serves the
-//! OpenAI surface and the `/_mock/` control API until SIGTERM or Ctrl-C (exit 0).
+//! `mock-upstream --listen 127.0.0.1:0`: the scriptable mock upstream as a process, for suites in other languages
+//! (docs/test-contract.md). Prints `mock-upstream listening on 127.0.0.1:PORT` once bound, then serves the OpenAI Chat,
+//! OpenAI Responses, Anthropic and Gemini surfaces and the `/_mock/` control API until SIGTERM or Ctrl-C (exit 0).
 #![forbid(unsafe_code)]
 
 use std::io::Write;

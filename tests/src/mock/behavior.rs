@@ -9,7 +9,7 @@ use serde_json::Value;
 ///
 /// Every field is optional. What a behaviour leaves out comes from the default reply for the request
 /// (docs/test-contract.md): `Behavior::default()` is the default reply itself, `{"interval_ms": 300}` is the default
-/// stream sent slowly, `{"status": 503}` is a 503 with an OpenAI-shaped error body.
+/// stream sent slowly, `{"status": 503}` is a 503 with an error body in the endpoint's native shape.
 ///
 /// When both `sse` and `body` are set, `sse` wins.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -60,7 +60,7 @@ impl Behavior {
         Self::default()
     }
 
-    /// A reply with this status; a non-2xx status without a body gets an OpenAI-shaped error body.
+    /// A reply with this status; a non-2xx status without a body gets an error body in the endpoint's native shape.
     pub fn status(status: u16) -> Self {
         Self::ok().with_status(status)
     }
@@ -150,6 +150,9 @@ pub struct RecordedRequest {
     /// The mock closed the connection itself on purpose (`drop_after`).
     #[serde(default)]
     pub dropped: bool,
+    /// Why the mock refused the request with 400 (its strict validation, docs/test-contract.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
 }
 
 impl RecordedRequest {
@@ -158,9 +161,10 @@ impl RecordedRequest {
         self.body.get("model").and_then(Value::as_str)
     }
 
-    /// Whether the JSON body asked for a stream.
+    /// Whether the request asked for a stream (`"stream": true`, or Gemini's `:streamGenerateContent`).
     pub fn is_stream(&self) -> bool {
         self.body.get("stream").and_then(Value::as_bool).unwrap_or(false)
+            || self.path.contains(":streamGenerateContent")
     }
 }
 

@@ -1,4 +1,8 @@
-//! The mock's default replies, in OpenAI Chat Completions shape (docs/test-contract.md).
+//! What the mock answers, whatever the wire protocol (docs/test-contract.md, "Default replies"): the turn a request
+//! ends with ([`Turn`]), the answer to it ([`Answer`]), and what every protocol's default reply shares.
+//!
+//! Each protocol module reads its own request into a [`Turn`] and renders the [`Answer`] in its own shapes, so the
+//! triggers (`use_tool:`, `use_tools:`, a tool result, a reasoning request) mean the same on every endpoint.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -8,10 +12,24 @@ use serde_json::{Value, json};
 pub const DEFAULT_PROMPT_TOKENS: u64 = 10;
 /// Completion tokens of every default reply.
 pub const DEFAULT_COMPLETION_TOKENS: u64 = 5;
-/// Number of content chunks of the default stream.
+/// Number of content chunks of a default stream.
 pub const DEFAULT_CONTENT_CHUNKS: usize = 5;
-/// Models listed by the mock's `GET /v1/models`.
+/// Number of fragments a streamed tool call's arguments come in (Chat, Anthropic, Responses).
+pub const ARGUMENT_FRAGMENTS: usize = 2;
+/// Models listed by the mock's model listings.
 pub const MOCK_MODELS: &[&str] = &["gpt-4o", "gpt-4o-mini", "gpt-5", "gpt-3.5-turbo", "o3-mini"];
+/// The text of every reasoning block.
+pub const REASONING_TEXT: &str = "mock thinking";
+/// The signature of an Anthropic thinking block.
+pub const ANTHROPIC_SIGNATURE: &str = "mock-signature-anthropic";
+/// The `encrypted_content` of a Responses reasoning item.
+pub const RESPONSES_SIGNATURE: &str = "mock-signature-responses";
+/// The `thoughtSignature` of a Gemini thought part.
+pub const GEMINI_SIGNATURE: &str = "mock-signature-gemini";
+/// What a reply to a tool result starts with.
+pub const TOOL_SAID: &str = "tool said: ";
+/// What a default text reply starts with.
+pub const MOCK_REPLY: &str = "mock reply: ";
 
 pub(crate) fn unix_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -21,29 +39,9 @@ pub(crate) fn unix_millis() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// The text of the last user message: a string content, or its text parts joined.
-pub fn last_user_text(request: &Value) -> String {
-    let Some(messages) = request.get("messages").and_then(Value::as_array) else {
-        return String::new();
-    };
-    let Some(last) = messages.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user")) else {
-        return String::new();
-    };
-    match last.get("content") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => String::new(),
-    }
-}
-
-/// The content of the default reply to `request`.
-pub fn default_content(request: &Value) -> String {
-    format!("mock reply: {}", last_user_text(request))
+/// The arguments of every mock tool call to `name`: `{"arg":"<name>-value"}`.
+pub fn tool_arguments(name: &str) -> Value {
+    json!({"arg": format!("{name}-value")})
 }
 
 /// Splits `text` into `n` pieces by characters, none lost; the pieces concatenate back to `text`.
@@ -53,121 +51,125 @@ pub fn split_content(text: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| chars[i * len / n..(i + 1) * len / n].iter().collect()).collect()
 }
 
-fn model_of(request: &Value) -> Value {
+/// The last user turn of a request, as every protocol module reads it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Turn {
+    /// The text of the last user message (text parts joined).
+    pub text: String,
+    /// The results the turn hands back, in order, when it answers tool calls (Gemini: each response as compact JSON).
+    pub tool_results: Vec<String>,
+    /// The names of the tools the request offers.
+    pub tools: Vec<String>,
+    /// Whether the request asks for reasoning.
+    pub reasoning: bool,
+}
+
+/// What the answer holds after its optional reasoning block.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Content {
+    /// A text reply.
+    Text(String),
+    /// Calls to these tools, in order, each with [`tool_arguments`].
+    ToolCalls(Vec<String>),
+}
+
+/// The mock's answer to a [`Turn`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// Starts with a reasoning block ([`REASONING_TEXT`] and the protocol's signature).
+    pub reasoning: bool,
+    /// Text or tool calls.
+    pub content: Content,
+}
+
+impl Answer {
+    /// Whether the answer calls tools.
+    pub fn calls_tools(&self) -> bool {
+        matches!(self.content, Content::ToolCalls(_))
+    }
+}
+
+impl Turn {
+    /// The answer: `tool said: <results joined with "; ">` to tool results, else the tool calls the text asks for
+    /// (`use_tools:a,b` or `use_tool:name`, offered tools only), else `mock reply: <text>`.
+    pub fn answer(&self) -> Answer {
+        let content = if !self.tool_results.is_empty() {
+            Content::Text(format!("{TOOL_SAID}{}", self.tool_results.join("; ")))
+        } else {
+            let calls = requested_tools(&self.text, &self.tools);
+            if calls.is_empty() {
+                Content::Text(format!("{MOCK_REPLY}{}", self.text))
+            } else {
+                Content::ToolCalls(calls)
+            }
+        };
+        Answer { reasoning: self.reasoning, content }
+    }
+}
+
+/// The tools `text` asks for: the names after `use_tools:` (comma-separated) or after `use_tool:`, up to white space,
+/// kept only when all of them are `offered`.
+pub fn requested_tools(text: &str, offered: &[String]) -> Vec<String> {
+    let names_after = |marker: &str| -> Option<Vec<String>> {
+        let start = text.find(marker)? + marker.len();
+        let rest = &text[start..];
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let names: Vec<String> = rest[..end]
+            .split(',')
+            .filter(|n| !n.is_empty())
+            .map(|n| n.trim_end_matches(['.', '!', '?']))
+            .map(str::to_owned)
+            .collect();
+        Some(names)
+    };
+    let names = names_after("use_tools:").or_else(|| names_after("use_tool:")).unwrap_or_default();
+    if !names.is_empty() && names.iter().all(|n| offered.contains(n)) { names } else { Vec::new() }
+}
+
+/// The text of a message content: a string, or the `text` of its parts whose `type` is one of `kinds` (any part with
+/// a `text` when `kinds` is empty), joined.
+pub fn content_text(content: Option<&Value>, kinds: &[&str]) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter(|p| kinds.is_empty() || p.get("type").and_then(Value::as_str).is_some_and(|t| kinds.contains(&t)))
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+/// The `model` of a request body, or `mock-model`.
+pub(crate) fn model_of(request: &Value) -> Value {
     request.get("model").cloned().unwrap_or(Value::String("mock-model".into()))
 }
 
-/// Whether the request asked for the usage chunk of a stream.
-pub fn wants_stream_usage(request: &Value) -> bool {
-    request.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false)
+/// An SSE event without an `event:` line.
+pub(crate) fn data_event(data: &Value) -> String {
+    format!("data: {data}\n\n")
 }
 
-fn usage() -> Value {
-    json!({
-        "prompt_tokens": DEFAULT_PROMPT_TOKENS,
-        "completion_tokens": DEFAULT_COMPLETION_TOKENS,
-        "total_tokens": DEFAULT_PROMPT_TOKENS + DEFAULT_COMPLETION_TOKENS,
-    })
+/// An SSE event with an `event:` line.
+pub(crate) fn named_event(name: &str, data: &Value) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
 }
 
-/// The default non-streaming reply.
-pub fn chat_completion(request: &Value, seq: u64) -> Value {
-    json!({
-        "id": format!("chatcmpl-mock-{seq}"),
-        "object": "chat.completion",
-        "created": unix_secs(),
-        "model": model_of(request),
-        "system_fingerprint": null,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": default_content(request), "refusal": null},
-            "logprobs": null,
-            "finish_reason": "stop",
-        }],
-        "usage": usage(),
-    })
-}
+/// A problem found while validating a request: what a real provider would say before answering 400.
+pub(crate) type Invalid = String;
 
-/// The default stream as SSE events: a role chunk, content chunks, a finish chunk, the usage chunk when asked, `[DONE]`.
-pub fn chat_stream(request: &Value, seq: u64) -> Vec<String> {
-    let with_usage = wants_stream_usage(request);
-    let id = format!("chatcmpl-mock-{seq}");
-    let created = unix_secs();
-    let model = model_of(request);
-    let chunk = |delta: Value, finish: Value| {
-        let mut c = json!({
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": null,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        if with_usage {
-            // The real API sends `usage: null` on every chunk but the last when usage was asked for.
-            c["usage"] = Value::Null;
-        }
-        c
-    };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
-    for piece in split_content(&default_content(request), DEFAULT_CONTENT_CHUNKS) {
-        events.push(chunk(json!({"content": piece}), Value::Null));
-    }
-    events.push(chunk(json!({}), json!("stop")));
-    if with_usage {
-        events.push(json!({
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": null,
-            "choices": [],
-            "usage": usage(),
-        }));
-    }
-    let mut out: Vec<String> = events.iter().map(|e| format!("data: {e}\n\n")).collect();
-    out.push("data: [DONE]\n\n".into());
-    out
+/// `Err` with a formatted message, for validators.
+macro_rules! invalid {
+    ($($arg:tt)*) => { return Err(format!($($arg)*)) };
 }
-
-/// An OpenAI-shaped error body for `status`.
-pub fn error_body(status: u16) -> Value {
-    let (kind, code) = match status {
-        400 => ("invalid_request_error", Value::Null),
-        401 => ("invalid_request_error", json!("invalid_api_key")),
-        403 => ("permission_error", Value::Null),
-        404 => ("invalid_request_error", json!("model_not_found")),
-        429 => ("requests", json!("rate_limit_exceeded")),
-        s if s >= 500 => ("server_error", Value::Null),
-        _ => ("invalid_request_error", Value::Null),
-    };
-    json!({"error": {"message": format!("mock upstream error (status {status})"), "type": kind, "param": null, "code": code}})
-}
-
-/// The body of `GET /v1/models`.
-pub fn models() -> Value {
-    let created = unix_secs();
-    let data: Vec<Value> = MOCK_MODELS
-        .iter()
-        .map(|id| json!({"id": id, "object": "model", "created": created, "owned_by": "mock"}))
-        .collect();
-    json!({"object": "list", "data": data})
-}
+pub(crate) use invalid;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn last_user_text_takes_the_last_user_message() {
-        let req = json!({"messages": [
-            {"role": "user", "content": "first"},
-            {"role": "assistant", "content": "x"},
-            {"role": "user", "content": [{"type": "text", "text": "se"}, {"type": "image_url"}, {"type": "text", "text": "cond"}]},
-            {"role": "system", "content": "ignored"},
-        ]});
-        assert_eq!(last_user_text(&req), "second");
-        assert_eq!(last_user_text(&json!({})), "");
+    fn offered(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
     }
 
     #[test]
@@ -180,18 +182,29 @@ mod tests {
     }
 
     #[test]
-    fn stream_has_usage_only_when_asked() {
-        let req = json!({"model": "m", "messages": [{"role": "user", "content": "ping"}], "stream": true});
-        let plain = chat_stream(&req, 1);
-        assert_eq!(plain.len(), 1 + DEFAULT_CONTENT_CHUNKS + 1 + 1);
-        assert!(plain.iter().all(|e| !e.contains("\"usage\"")));
-        let mut req = req;
-        req["stream_options"] = json!({"include_usage": true});
-        let with = chat_stream(&req, 1);
-        assert_eq!(with.len(), plain.len() + 1);
-        let usage: Value = serde_json::from_str(with[with.len() - 2].trim_start_matches("data: ").trim()).unwrap();
-        assert_eq!(usage["choices"], json!([]));
-        assert_eq!(usage["usage"]["completion_tokens"], 5);
-        assert_eq!(with.last().unwrap(), "data: [DONE]\n\n");
+    fn tool_triggers_need_offered_tools() {
+        let tools = offered(&["get_weather", "a", "b"]);
+        assert_eq!(requested_tools("please use_tool:get_weather now", &tools), ["get_weather"]);
+        assert_eq!(requested_tools("use_tools:a,b", &tools), ["a", "b"]);
+        assert_eq!(requested_tools("use_tools:b,a.", &tools), ["b", "a"]);
+        assert!(requested_tools("use_tool:nope", &tools).is_empty());
+        assert!(requested_tools("use_tools:a,nope", &tools).is_empty());
+        assert!(requested_tools("use_tool:a", &[]).is_empty());
+        assert!(requested_tools("no trigger", &tools).is_empty());
+    }
+
+    #[test]
+    fn tool_results_win_over_triggers() {
+        let turn = Turn {
+            text: "use_tool:a".into(),
+            tool_results: vec!["sunny".into(), "cold".into()],
+            tools: offered(&["a"]),
+            reasoning: true,
+        };
+        assert_eq!(turn.answer(), Answer { reasoning: true, content: Content::Text("tool said: sunny; cold".into()) });
+        let turn = Turn { tool_results: vec![], ..turn };
+        assert_eq!(turn.answer().content, Content::ToolCalls(vec!["a".into()]));
+        let turn = Turn { tools: vec![], ..turn };
+        assert_eq!(turn.answer().content, Content::Text("mock reply: use_tool:a".into()));
     }
 }

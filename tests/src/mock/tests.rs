@@ -228,7 +228,7 @@ async fn credentials_of_every_protocol_are_recognised() {
     assert_eq!(log[2].raw_body.as_deref(), Some("not json"));
     assert_eq!(log[2].body, Value::Null);
     // Without a script, unknown paths get a 404 rather than a chat reply.
-    let r = client::send(Method::POST, &url, &[], "{}").await;
+    let r = client::send(Method::POST, &format!("{}/v1/unknown", mock.url()), &[], "{}").await;
     assert_eq!(r.status, 404);
 }
 
@@ -266,3 +266,5 @@ async fn control_api_over_http() {
     // Sequence numbers keep counting after a reset, so late updates never hit a new entry.
     assert_eq!(post(&mock, "k", &chat("z")).await.header("x-mock-request"), Some("3"));
 }
+
+mod protocols;

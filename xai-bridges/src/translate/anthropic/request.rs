@@ -96,7 +96,7 @@ pub fn decode_request(endpoint: &Endpoint, body: &[u8]) -> Result<ChatRequest, G
         req.system = decode_system(s)?;
     }
     let messages = field(o, "messages").ok_or_else(|| bad("messages: Field required"))?;
-    req.messages = decode_messages(as_arr(messages, "messages")?)?;
+    req.messages = decode_messages(as_arr(messages, "messages")?, &mut req.system)?;
     if let Some(t) = field(o, "tools") {
         req.tools = decode_tools(as_arr(t, "tools")?)?;
     }
@@ -159,7 +159,8 @@ fn decode_system(v: &Value) -> Result<Vec<SystemBlock>, GatewayError> {
     }
 }
 
-fn decode_messages(msgs: &[Value]) -> Result<Vec<Message>, GatewayError> {
+/// The messages; `system`-role messages (Claude Code's mid-conversation system reminders) join the system prompt.
+fn decode_messages(msgs: &[Value], system: &mut Vec<SystemBlock>) -> Result<Vec<Message>, GatewayError> {
     // Tool names by call id, so results can name their tool (Gemini needs it).
     let mut names: HashMap<String, String> = HashMap::new();
     let mut out = Vec::with_capacity(msgs.len());
@@ -169,6 +170,11 @@ fn decode_messages(msgs: &[Value]) -> Result<Vec<Message>, GatewayError> {
         let role = match req_str(m, "role", &format!("{path}."))? {
             "user" => Role::User,
             "assistant" => Role::Assistant,
+            "system" => {
+                let content = field(m, "content").ok_or_else(|| bad(format!("{path}.content: Field required")))?;
+                system.extend(decode_system(content)?);
+                continue;
+            }
             other => return Err(bad(format!("{path}.role: Input should be 'user' or 'assistant', got {other:?}"))),
         };
         let content = field(m, "content").ok_or_else(|| bad(format!("{path}.content: Field required")))?;

@@ -517,7 +517,7 @@ fn malformed_fields_are_named() {
         (json!({"model": "m", "max_tokens": 5}), "messages: Field required"),
         (json!({"max_tokens": 5, "messages": []}), "model: Field required"),
         (json!({"model": "m", "max_tokens": "5", "messages": []}), "max_tokens: Input should be a valid integer"),
-        (json!({"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}), "messages.0.role"),
+        (json!({"model": "m", "max_tokens": 5, "messages": [{"role": "tool", "content": "x"}]}), "messages.0.role"),
         (
             json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "tool_use", "name": "x"}]}]}),
             "messages.0.content.0.id: Field required",
@@ -543,6 +543,18 @@ fn malformed_fields_are_named() {
         }
     }
     assert!(matches!(decode_request(&messages_endpoint(), b"{not json"), Err(GatewayError::BadRequest(_))));
+}
+
+#[test]
+fn system_role_messages_join_the_system_prompt() {
+    let body = json!({"model": "m", "max_tokens": 5, "system": "first", "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "system", "content": [{"type": "text", "text": "reminder"}]},
+    ]});
+    let req = decode(&body).unwrap();
+    let texts: Vec<&str> = req.system.iter().map(|s| s.text.as_str()).collect();
+    assert_eq!(texts, ["first", "reminder"]);
+    assert_eq!(req.messages.len(), 1, "the system message is not a turn");
 }
 
 #[test]
