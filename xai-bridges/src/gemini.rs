@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
+use xai_core::ir;
 use xai_core::{
     BodySpans, Endpoint, EndpointKind, GatewayError, ModelInfo, Outcome, Protocol, ProtocolAdapter, RequestMeta,
     StreamTap, Usage,
@@ -14,6 +15,7 @@ use xai_core::{
 use crate::common::{self, json_str};
 use crate::sse;
 use crate::tap::{EventTap, Observer, TapState};
+use crate::translate::gemini as translate;
 
 /// The Gemini adapter.
 #[derive(Debug, Default, Clone, Copy)]
@@ -106,11 +108,8 @@ impl ProtocolAdapter for Gemini {
         let model =
             endpoint.path_model.as_deref().ok_or_else(|| GatewayError::BadRequest("model missing in path".into()))?;
         let stream = endpoint.kind == EndpointKind::StreamGenerateContent;
-        if stream && !endpoint.sse {
-            return Err(GatewayError::NotImplemented(
-                "streamGenerateContent without alt=sse (JSON array streaming) is not supported yet; use alt=sse".into(),
-            ));
-        }
+        // Without `alt=sse` the client reads one streamed JSON array: the attempt layer re-encodes the upstream's
+        // SSE stream into it (see `needs_translation`).
         Ok(RequestMeta {
             model: Arc::from(model.strip_prefix("models/").unwrap_or(model)),
             stream,
@@ -175,6 +174,34 @@ impl ProtocolAdapter for Gemini {
 
     fn classify_failure(&self, status: StatusCode, headers: &HeaderMap, body: &[u8], d: Duration) -> Outcome {
         common::classify(status, headers, body, d, &[])
+    }
+
+    fn decode_request(&self, endpoint: &Endpoint, body: &Bytes) -> Result<ir::ChatRequest, GatewayError> {
+        translate::decode_request(endpoint, body)
+    }
+
+    fn encode_request(&self, req: &ir::ChatRequest) -> Result<Bytes, GatewayError> {
+        translate::encode_request(req)
+    }
+
+    fn decode_response(&self, body: &[u8]) -> Result<ir::ChatResponse, GatewayError> {
+        translate::decode_response(body)
+    }
+
+    fn encode_response(&self, resp: &ir::ChatResponse, endpoint: &Endpoint, meta: &RequestMeta) -> Bytes {
+        translate::encode_response(resp, endpoint, meta)
+    }
+
+    fn stream_decoder(&self) -> Option<Box<dyn ir::StreamDecoder>> {
+        Some(Box::new(translate::GeminiStreamDecoder::new()))
+    }
+
+    fn stream_encoder(&self, endpoint: &Endpoint, meta: &RequestMeta) -> Option<Box<dyn ir::StreamEncoder>> {
+        Some(Box::new(translate::GeminiStreamEncoder::new(endpoint.sse, meta.model.clone())))
+    }
+
+    fn error_message(&self, body: &[u8]) -> Option<String> {
+        translate::error_message(body)
     }
 }
 

@@ -12,9 +12,9 @@
 //! assert!(all.get(Protocol::OpenAiChat).is_some());
 //! ```
 //!
-//! Same protocol in and out is native passthrough for all four protocols. Cross-protocol translation (the
-//! canonical IR and the 16 client × upstream pairs) is not built yet: a request whose upstream speaks another
-//! protocol is refused with 501 in the client's protocol.
+//! Same protocol in and out is native passthrough for all four protocols. Across protocols, [`translate`] decodes
+//! each protocol into the canonical IR ([`xai_core::ir`]) and encodes it back out, requests, complete answers and
+//! streams, for all 16 client × upstream pairs.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -484,7 +484,7 @@ fn trap4_foreign_signatures_survive_the_client_and_never_reach_the_upstream() {
     let body: Value = serde_json::from_slice(&encode_response(&resp, &ep(), &meta(false))).unwrap();
     let msg = body["choices"][0]["message"].clone();
     assert_eq!(msg["reasoning_content"], "think");
-    assert_eq!(msg["reasoning_details"][0]["signature"], "xai1.anthropic.EqQBCkYIARgC");
+    assert_eq!(msg["reasoning_details"][0]["signature"], envelope_of("anthropic", "EqQBCkYIARgC"));
     // ...comes back on the next turn with its origin...
     let r = decode(json!({"model": "m", "messages": [msg, {"role": "user", "content": "more"}]}));
     assert_eq!(r.messages[0].parts, resp.parts);
@@ -504,7 +504,7 @@ fn trap4_foreign_signatures_survive_the_client_and_never_reach_the_upstream() {
     let resp = ChatResponse { parts: vec![Part::ToolCall(call.clone())], ..resp };
     let body: Value = serde_json::from_slice(&encode_response(&resp, &ep(), &meta(false))).unwrap();
     let msg = body["choices"][0]["message"].clone();
-    assert_eq!(msg["tool_calls"][0]["extra_content"]["google"]["thought_signature"], "xai1.gemini.c2ln");
+    assert_eq!(msg["tool_calls"][0]["extra_content"]["google"]["thought_signature"], envelope_of("gemini", "c2ln"));
     let r = decode(json!({"model": "m", "messages": [msg]}));
     assert_eq!(r.messages[0].parts, [Part::ToolCall(call)]);
     assert!(encode(&r)["messages"][0]["tool_calls"][0].get("extra_content").is_none());
@@ -1149,4 +1149,9 @@ fn translated_stream_cost_against_passthrough() {
     let translated = t.elapsed();
     let per = |d: std::time::Duration| d.as_nanos() as f64 / n as f64 / 1000.0;
     eprintln!("passthrough {:.1} µs/stream, chat→IR→chat {:.1} µs/stream", per(pass), per(translated));
+}
+
+/// The envelope a client of another protocol receives for a signature of `origin`.
+fn envelope_of(origin: &str, value: &str) -> String {
+    xai_core::ir::Signature::new(origin.parse().expect("a protocol name"), value).envelope()
 }

@@ -712,7 +712,7 @@ fn encodes_a_complete_response() {
     let out = v["output"].as_array().unwrap();
     assert_eq!(out[0]["type"], "reasoning");
     assert!(out[0]["id"].as_str().unwrap().starts_with("rs_"));
-    assert_eq!(out[0]["encrypted_content"], "xai1.anthropic.EqQB");
+    assert_eq!(out[0]["encrypted_content"], envelope_of("anthropic", "EqQB"));
     assert_eq!(out[0]["summary"], json!([{"type": "summary_text", "text": "Let me think"}]));
     assert_eq!(out[1]["content"][0]["text"], "Calling.");
     assert_eq!((out[2]["type"].as_str(), out[2]["call_id"].as_str()), (Some("function_call"), Some("toolu_1")));
@@ -726,7 +726,7 @@ fn encodes_a_complete_response() {
     let mut want = sample_response();
     if let Part::Reasoning(r) = &mut want.parts[0] {
         r.id = out[0]["id"].as_str().map(str::to_string);
-        r.signature = Some(pack_signature(r.id.as_deref(), "xai1.anthropic.EqQB"));
+        r.signature = Some(pack_signature(r.id.as_deref(), &envelope_of("anthropic", "EqQB")));
     }
     assert_eq!(back.parts, want.parts);
     assert_eq!(back.stop, StopReason::ToolUse);
@@ -778,7 +778,7 @@ fn tool_call_signatures_and_redacted_thinking_round_trip_through_a_codex_client(
     for output in [output, v["output"].clone()] {
         let items = output.as_array().unwrap();
         assert_eq!(items.len(), 3, "{output}");
-        assert_eq!(items[1]["encrypted_content"], "xai1.gemini.CiQB0e2Kb");
+        assert_eq!(items[1]["encrypted_content"], envelope_of("gemini", "CiQB0e2Kb"));
         let mut input = items.clone();
         input.push(json!({"type": "function_call_output", "call_id": "call_g1", "output": "ok"}));
         let req = decode_value(&json!({"model": "m", "input": input})).unwrap();
@@ -900,7 +900,11 @@ fn encoder_writes_what_codex_reads() {
     assert_eq!(created["model"], "gpt-5-codex");
     assert_eq!(created["output"], json!([]));
     assert_eq!(evs[2]["item"]["summary"], json!([]));
-    assert_eq!(evs[8]["item"]["encrypted_content"], "xai1.anthropic.EqQB", "trap 4: the signature reaches Codex");
+    assert_eq!(
+        evs[8]["item"]["encrypted_content"],
+        envelope_of("anthropic", "EqQB"),
+        "trap 4: the signature reaches Codex"
+    );
     assert_eq!(evs[8]["item"]["summary"], json!([{"type": "summary_text", "text": "Let me think"}]));
     let msg = &evs[9]["item"];
     assert_eq!(
@@ -1043,7 +1047,7 @@ fn encoder_ignores_deltas_for_blocks_not_open() {
     let output = out.last().unwrap()["response"]["output"].as_array().unwrap().clone();
     assert_eq!(output.len(), 2);
     assert_eq!(output[0]["summary"], json!([]));
-    assert_eq!(output[0]["encrypted_content"], "xai1.anthropic.opaque");
+    assert_eq!(output[0]["encrypted_content"], envelope_of("anthropic", "opaque"));
 }
 
 // ---- decoder traps -----------------------------------------------------------------------------------------
@@ -1447,4 +1451,9 @@ fn translation_cost() {
         Box::new(TranslateTap::new(Box::new(ResponsesStreamDecoder::new()), Box::new(ResponsesStreamEncoder::new("m"))))
     }));
     println!("{} bytes: passthrough {pass:?}, translated {tr:?} per stream", src.len());
+}
+
+/// The envelope a client of another protocol receives for a signature of `origin`.
+fn envelope_of(origin: &str, value: &str) -> String {
+    xai_core::ir::Signature::new(origin.parse().expect("a protocol name"), value).envelope()
 }

@@ -1,1 +1,0 @@
-//! Translation to and from this protocol (filled in by its owner).
