@@ -2,7 +2,8 @@
 # The test command of xai: `./scripts/test.sh` on a fresh machine.
 #
 # Builds the workspace, runs every Rust test, then the black-box suites (official SDKs against a real xai-server and
-# the mock upstream), the example smoke test and the benchmark smoke test when they exist.
+# the mock upstream), the coding tools (Claude Code and Codex CLI, tests/cli/run.sh), the example smoke test and the
+# benchmark smoke test when they exist.
 #
 # A failing build or setup step stops the run at once; a failing test step is reported and the remaining test steps
 # still run, so that one run shows every failure. The exit code is non-zero when any step failed.
@@ -13,6 +14,7 @@
 #   PYTHON             interpreter used to create the venv (default python3)
 #   XAI_VENV           the venv (default .venv at the repository root)
 #   PYTEST_ARGS        extra arguments for pytest (e.g. "-k streaming -x")
+#   XAI_SKIP_CLI=1     skip the coding-tool step (Claude Code and Codex CLI against xai-server, tests/cli/run.sh)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -134,6 +136,35 @@ step_pytest() {
     esac
 }
 
+step_cli() {
+    local dir="$ROOT/tests/cli" stamp want
+    if [[ "${XAI_CLI:-0}" != 1 ]]; then
+        echo "skipped: set XAI_CLI=1 to run Claude Code and Codex (opt-in until their cross-protocol runs pass)"
+        return 77
+    fi
+    if [[ "${XAI_SKIP_CLI:-0}" == 1 ]]; then
+        echo "skipped: XAI_SKIP_CLI=1"
+        return 77
+    fi
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        if [[ "$CI" == "true" ]]; then
+            echo "ERROR: node and npm are required when CI=true (tests/cli runs Claude Code and Codex)" >&2
+            return 1
+        fi
+        echo "skipped: node/npm not found"
+        return 77
+    fi
+    # Reinstall only when the lockfile (or node) changed since the last successful install, like the venv step.
+    stamp="$dir/node_modules/.xai-package-lock.sha256"
+    want="$( (cat "$dir/package-lock.json"; node --version) | sha256sum | cut -d' ' -f1)"
+    if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+        echo "npm ci --prefix tests/cli (node $(node --version))"
+        timeout 900 npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
+        echo "$want" >"$stamp"
+    fi
+    timeout 900 bash "$dir/run.sh"
+}
+
 step_example() {
     local metadata
     metadata="$(cargo metadata --no-deps --format-version 1)"
@@ -162,6 +193,7 @@ run_step fatal "cargo build --workspace --bins" step_build
 run_step continue "cargo test --workspace" step_cargo_test
 run_step fatal "python venv (tests/python/requirements.txt)" step_venv
 run_step continue "pytest tests/python: official SDKs against xai-server" step_pytest
+run_step continue "coding tools: Claude Code and Codex CLI against xai-server (tests/cli)" step_cli
 run_step continue "example smoke: embed-axum --self-test" step_example
 run_step continue "benchmark smoke: scripts/bench-smoke.sh" step_bench
 

@@ -11,10 +11,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 
-from xai_harness import ACME_KEY, Gateway, Mock, Process, find_binary, start_gateway
+from xai_harness import (
+    ACME_KEY,
+    UPSTREAM_PROTOCOLS,
+    Gateway,
+    Mock,
+    Process,
+    find_binary,
+    start_gateway,
+    xproto_model,
+)
 
 # --------------------------------------------------------------------------------------------------------------------
 # Fixtures
@@ -77,6 +87,25 @@ def client(gateway: Gateway) -> Iterator[openai.OpenAI]:
 def model() -> str:
     """A model name unique to the test (still matching `gpt-*` and `gpt-4o*`) to find its usage record."""
     return f"gpt-4o-pytest-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=UPSTREAM_PROTOCOLS)
+def upstream(request: pytest.FixtureRequest) -> str:
+    """The wire protocol of the mock provider a test's model routes to (every test using it runs once per protocol)."""
+    return request.param
+
+
+@pytest.fixture
+def xmodel(upstream: str) -> str:
+    """A model name unique to the test that the gateway routes to the `upstream` protocol's provider on the mock."""
+    return xproto_model(upstream)
+
+
+@pytest.fixture
+def anthropic_client(gateway: Gateway) -> Iterator[anthropic.Anthropic]:
+    c = gateway.anthropic(ACME_KEY)
+    yield c
+    c.close()
 
 
 # --------------------------------------------------------------------------------------------------------------------

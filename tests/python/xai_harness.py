@@ -10,7 +10,8 @@ The contract these fixtures rely on is docs/test-contract.md:
   `GET /admin/v1/usage`.
 
 Binaries: `XAI_MOCK_BIN` / `XAI_SERVER_BIN`, else `$CARGO_TARGET_DIR/debug/…`, else `<repo>/target/debug/…`.
-Only the standard library and `httpx` are used for control calls; the official `openai` SDK is the client under test.
+Only the standard library and `httpx` are used for control calls; the official SDKs (`openai`, `anthropic`,
+`google-genai`) are the clients under test.
 """
 
 from __future__ import annotations
@@ -25,14 +26,18 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
+from google import genai
+from google.genai import types as genai_types
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LISTEN_RE = re.compile(r"listening on (\S+:\d+)\s*$")
@@ -44,6 +49,15 @@ ACME_KEY = "sk-acme"
 RESEARCH_KEY = "sk-research"
 UPSTREAM_KEYS = ("sk-up-1", "sk-up-2", "sk-up-3")  # provider mock-a, level 1
 BACKUP_KEY = "sk-b-1"  # provider mock-b, level 2: the switch-over target of level 1 (served by the same mock)
+
+# Cross-protocol routes: one provider per upstream wire protocol, all on the one mock, each with a key of its own (the
+# mock's per-key queues and request log tell them apart) and a model glob of its own (`xproto-<tag>-*`).
+# `xproto_model(protocol)` makes a model name that routes to that protocol's provider.
+UPSTREAM_PROTOCOLS = ("openai", "openai-responses", "anthropic", "gemini")
+XPROTO_PROVIDERS = {p: f"mock-{p}" for p in UPSTREAM_PROTOCOLS}
+XPROTO_KEYS = {p: f"sk-up-{p}" for p in UPSTREAM_PROTOCOLS}
+# Model-name tags: no tag is a prefix of another, so each glob matches one provider only.
+XPROTO_TAGS = {"openai": "chat", "openai-responses": "responses", "anthropic": "anthropic", "gemini": "gemini"}
 
 # Environment the server must not inherit from a developer's shell: it would point it at another store.
 _SCRUBBED_ENV = ("XAI_CONFIG", "XAI_LISTEN", "DATABASE_URL", "REDIS_URL")
@@ -213,8 +227,31 @@ class Mock:
     def chat_requests(self) -> list[dict[str, Any]]:
         return [r for r in self.requests() if r["path"].endswith("/chat/completions")]
 
+    def protocol_requests(self, protocol: str) -> list[dict[str, Any]]:
+        """The generation requests (not control or model-list calls) that arrived on `protocol`'s endpoints."""
+        return [r for r in self.requests() if r["method"] == "POST" and upstream_protocol_of(r["path"]) == protocol]
+
     def close(self) -> None:
         self.http.close()
+
+
+def upstream_protocol_of(path: str) -> str | None:
+    """Which wire protocol a path on the mock belongs to (query string ignored)."""
+    path = path.split("?", 1)[0]
+    if path.endswith("/chat/completions"):
+        return "openai"
+    if path.endswith("/responses"):
+        return "openai-responses"
+    if path.endswith(("/v1/messages", "/v1/messages/count_tokens")):
+        return "anthropic"
+    if re.search(r"/v1(beta)?/models/[^/]+:(generateContent|streamGenerateContent|countTokens)$", path):
+        return "gemini"
+    return None
+
+
+def xproto_model(protocol: str) -> str:
+    """A model name unique to the caller that the gateway routes to the `protocol` provider on the mock."""
+    return f"xproto-{XPROTO_TAGS[protocol]}-{uuid.uuid4().hex[:12]}"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -226,8 +263,24 @@ def render_config(mock_url: str, admin_token: str = ADMIN_TOKEN) -> str:
     """The config of docs/test-contract.md pointed at the mock, plus the level-2 provider its `switch_over` names.
 
     Both providers are served by the one mock process: its queues and request log tell them apart by upstream key.
+    Plus one level-1 provider per wire protocol on the same mock (`xproto-<tag>-*` models), for the
+    cross-protocol suites: `base_url` includes `/v1` for the OpenAI protocols and is the mock's root for Anthropic and
+    Gemini (the gateway appends `/v1/messages`, `/v1beta/models/…`).
     """
     keys = ", ".join(f'"{k}"' for k in UPSTREAM_KEYS)
+    bases = {p: f"{mock_url}/v1" if p.startswith("openai") else mock_url for p in UPSTREAM_PROTOCOLS}
+    xproto = "".join(
+        f"""
+[[providers]]
+name = "{XPROTO_PROVIDERS[p]}"
+protocol = "{p}"
+base_url = "{bases[p]}"
+keys = ["{XPROTO_KEYS[p]}"]
+level = 1
+models = ["xproto-{XPROTO_TAGS[p]}-*"]
+"""
+        for p in UPSTREAM_PROTOCOLS
+    )
     return f"""\
 admin_token = "{admin_token}"
 
@@ -258,7 +311,7 @@ base_url = "{mock_url}/v1"
 keys = ["{BACKUP_KEY}"]
 level = 2
 models = ["gpt-*"]
-
+{xproto}
 [switch_over]
 1 = 2
 
@@ -300,6 +353,19 @@ class Gateway:
         kwargs.setdefault("max_retries", 0)
         kwargs.setdefault("timeout", 30.0)
         return openai.OpenAI(api_key=api_key, base_url=self.base_url, **kwargs)
+
+    def anthropic(self, api_key: str = ACME_KEY, **kwargs: Any) -> anthropic.Anthropic:
+        """An Anthropic SDK client (its `base_url` is the host: the SDK adds `/v1/messages`); no SDK-side retries."""
+        kwargs.setdefault("max_retries", 0)
+        kwargs.setdefault("timeout", 30.0)
+        return anthropic.Anthropic(api_key=api_key, base_url=self.url, **kwargs)
+
+    def genai(self, api_key: str = ACME_KEY, api_version: str | None = None) -> genai.Client:
+        """A google-genai client; `api_version` None keeps the SDK's default (`v1` in google-genai 3.x)."""
+        options = genai_types.HttpOptions(base_url=self.url, timeout=30_000)  # milliseconds
+        if api_version is not None:
+            options.api_version = api_version
+        return genai.Client(api_key=api_key, http_options=options)
 
     def usage(self, limit: int = 200) -> list[dict[str, Any]]:
         response = self.admin.get("/admin/v1/usage", params={"limit": limit})
@@ -371,3 +437,63 @@ def start_gateway(mock_url: str, workdir: Path) -> Gateway:
         time.sleep(0.05)
     gateway.stop()
     raise RuntimeError(f"xai-server at {url} never answered /healthz with 200 (last: {last})\n{process.stderr_text()}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Cross-protocol assertions
+# --------------------------------------------------------------------------------------------------------------------
+
+# A tool every cross-protocol suite offers: the mock calls it when the prompt holds `use_tool:get_weather`, with
+# arguments {"arg": "get_weather-value"}, and answers a tool result with `tool said: <result>`.
+TOOL_NAME = "get_weather"
+TOOL_DESCRIPTION = "The weather at a place"
+TOOL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"arg": {"type": "string", "description": "the place"}},
+    "required": ["arg"],
+}
+TOOL_ARGS = {"arg": f"{TOOL_NAME}-value"}
+
+
+def single_upstream_request(mock: Mock, protocol: str) -> dict[str, Any]:
+    """The one generation request of this test, which must have arrived on `protocol`'s endpoint."""
+    requests = mock.requests()
+    generation = [r for r in requests if r["method"] == "POST" and upstream_protocol_of(r["path"]) is not None]
+    seen = [(r["method"], r["path"]) for r in requests]
+    assert len(generation) == 1, f"expected one upstream request on the {protocol} endpoint, the mock saw {seen}"
+    assert upstream_protocol_of(generation[0]["path"]) == protocol, f"expected the {protocol} endpoint: {seen}"
+    return generation[0]
+
+
+def upstream_requests_on(mock: Mock, protocol: str, count: int | None = None) -> list[dict[str, Any]]:
+    """Every generation request of this test; all must have arrived on `protocol`'s endpoint."""
+    requests = [r for r in mock.requests() if r["method"] == "POST" and upstream_protocol_of(r["path"]) is not None]
+    seen = [r["path"] for r in requests]
+    assert all(upstream_protocol_of(r["path"]) == protocol for r in requests), f"not all on {protocol}: {seen}"
+    if count is not None:
+        assert len(requests) == count, f"expected {count} upstream request(s) on {protocol}, saw {seen}"
+    return requests
+
+
+def assert_xproto_record(
+    gateway: Gateway,
+    *,
+    model: str,
+    upstream: str,
+    prompt_tokens: int = 10,
+    completion_tokens: int = 5,
+) -> dict[str, Any]:
+    """The usage record of a successful cross-protocol request: the mock's counts, metered on the right provider."""
+    record = gateway.wait_usage_for_model(model)
+    dump = json.dumps(record, indent=1)
+    assert record["status"] == "ok", dump
+    assert record["http_status"] == 200, dump
+    assert record["provider"] == XPROTO_PROVIDERS[upstream], dump
+    assert record["requested_model"] == model, dump
+    assert record["upstream_model"] == model, dump
+    assert (record["prompt_tokens"], record["completion_tokens"]) == (prompt_tokens, completion_tokens), dump
+    assert record["estimated"] is False, dump
+    text = json.dumps(record)
+    for key in (*XPROTO_KEYS.values(), ACME_KEY):
+        assert key not in text, f"key material {key!r} in a usage record: {text}"
+    return record
