@@ -170,10 +170,6 @@ def test_parallel_function_calls(gateway: Gateway, mock: Mock, upstream: str, xm
 
 
 def test_thoughts_and_signature_round_trip(gateway: Gateway, mock: Mock, upstream: str, xmodel: str) -> None:
-    if upstream in ("openai", "gemini"):
-        # Known gap (issue 5 note): google-genai 3.6 sends `include_thoughts` in snake_case; the Gemini mock and the
-        # Chat path do not turn it into a reasoning request yet, so no thought comes back on these two upstreams.
-        pytest.xfail("include_thoughts (snake_case) not honoured towards openai and gemini upstreams yet")
     config = types.GenerateContentConfig(thinking_config=types.ThinkingConfig(include_thoughts=True))
     with gateway.genai() as client:
         first_turn = user("think first")

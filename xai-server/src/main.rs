@@ -229,7 +229,12 @@ async fn run(cli: Cli) -> Result<(), String> {
     ));
     let store = control.store();
     let pool = Arc::new(InMemoryKeyPool::new(&store.route_table(), cfg.pool()));
-    let prefix = cfg.redis_prefix.clone().unwrap_or_else(|| "xai:".into());
+    // `XAI_REDIS_PREFIX` overrides the config (benchmarks and tests sharing one Redis).
+    let prefix = std::env::var("XAI_REDIS_PREFIX")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .or_else(|| cfg.redis_prefix.clone())
+        .unwrap_or_else(|| "xai:".into());
     if prefix.contains('{') || prefix.contains('}') {
         return Err("redis_prefix must not contain '{' or '}' (they delimit the hash tag)".into());
     }

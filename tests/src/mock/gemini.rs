@@ -69,7 +69,9 @@ pub fn turn(request: &Value) -> Turn {
         .filter_map(|d| d.get("name").and_then(Value::as_str).map(str::to_owned))
         .collect();
     let reasoning =
-        request.pointer("/generationConfig/thinkingConfig/includeThoughts").and_then(Value::as_bool) == Some(true);
+        ["/generationConfig/thinkingConfig/includeThoughts", "/generationConfig/thinkingConfig/include_thoughts"]
+            .iter()
+            .any(|p| request.pointer(p).and_then(Value::as_bool) == Some(true));
     Turn { text, tool_results, tools, reasoning }
 }
 

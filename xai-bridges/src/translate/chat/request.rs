@@ -534,7 +534,7 @@ pub fn encode_request(req: &ChatRequest) -> Result<Bytes, GatewayError> {
     // top_k: OpenAI refuses unknown top-level arguments, and Chat has no such parameter.
     if let Some(r) = &req.reasoning
         && !r.disabled
-        && (r.effort.is_some() || r.budget_tokens.is_some())
+        && (r.effort.is_some() || r.budget_tokens.is_some() || r.include_thoughts)
         && !is_openai_non_reasoning_model(&req.model)
     {
         out.insert("reasoning_effort".into(), r.effort_or_default().into());

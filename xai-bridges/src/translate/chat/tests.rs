@@ -442,6 +442,9 @@ fn reasoning_models_get_their_own_parameters() {
     // A budget from another protocol becomes an effort; gpt-4o never gets reasoning_effort.
     r.reasoning = Some(ReasoningConfig { budget_tokens: Some(20_000), ..Default::default() });
     assert_eq!(encode(&r)["reasoning_effort"], "high");
+    // Gemini's `include_thoughts` alone asks for reasoning too: the default effort.
+    r.reasoning = Some(ReasoningConfig { include_thoughts: true, ..Default::default() });
+    assert_eq!(encode(&r)["reasoning_effort"], "medium");
     r.model = "gpt-4o".into();
     assert!(encode(&r).get("reasoning_effort").is_none());
     let none = decode(json!({"model": "gpt-5.1", "messages": [], "reasoning_effort": "none"}));
