@@ -79,6 +79,8 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
+# Stopped from outside (scripts/test.sh bounds the run with `timeout`): keep the work dir and say so.
+trap 'FAILURES+=("interrupted"); echo "tests/cli/run.sh: interrupted" >&2; exit 143' TERM INT
 
 # start NAME STDOUT_FILE STDERR_FILE CMD...: background process; sets STARTED_URL to `http://ADDR` once it printed
 # `listening on ADDR` (bounded by $STARTUP_TIMEOUT).
@@ -222,7 +224,7 @@ EOF
 run_claude() {
     local home="$WORK/claude-home" cwd="$WORK/claude-cwd" rc=0
     mkdir -p "$home" "$cwd"
-    echo "--- Claude Code $("$CLAUDE" --version 2>/dev/null | head -n1): claude -p \"$PROMPT\" --model $CLAUDE_MODEL"
+    echo "--- Claude Code $(timeout 30 "$CLAUDE" --version 2>/dev/null | head -n1): claude -p \"$PROMPT\" --model $CLAUDE_MODEL"
     (
         cd "$cwd"
         env -i PATH="/usr/local/bin:/usr/bin:/bin" HOME="$home" TERM=dumb LANG=C.UTF-8 \
@@ -261,7 +263,7 @@ request_max_retries = 1
 stream_max_retries = 1
 stream_idle_timeout_ms = 60000
 EOF
-    echo "--- Codex $("$CODEX" --version 2>/dev/null | head -n1): codex exec \"$PROMPT\" (model $CODEX_MODEL)"
+    echo "--- Codex $(timeout 30 "$CODEX" --version 2>/dev/null | head -n1): codex exec \"$PROMPT\" (model $CODEX_MODEL)"
     (
         cd "$cwd"
         env -i PATH="/usr/local/bin:/usr/bin:/bin" HOME="$home" TERM=dumb LANG=C.UTF-8 \

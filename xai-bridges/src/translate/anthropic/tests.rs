@@ -1172,3 +1172,56 @@ proptest! {
         }
     }
 }
+
+// ---- the real Claude Code request (tests/cli) ----------------------------------------------------------------
+
+/// The body Claude Code 2.1.197 sends for `claude -p "Say hello to xai"` (tests/cli/captured; tests/cli/run.sh
+/// routes it to an `openai` Chat provider).
+fn captured_claude_code_body() -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/cli/captured/claude-code-2.1.197.messages.json");
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    file["body"].clone()
+}
+
+#[test]
+fn the_captured_claude_code_request_reaches_a_chat_provider_intact() {
+    let body = captured_claude_code_body();
+    let r = decode(&body).unwrap();
+    assert_eq!(r.model, "claude-opus-4-8");
+    assert!(r.stream);
+    assert_eq!(r.max_tokens, Some(64000));
+    // The three `system` blocks, then the mid-conversation `{"role":"system"}` message after the user turn.
+    assert_eq!(r.system.len(), 4, "{:?}", r.system);
+    assert!(r.system[1].text.contains("Claude Agent SDK"));
+    assert!(r.system[3].text.starts_with("Available agent types for the Agent tool:"));
+    assert_eq!(r.messages.len(), 1);
+    assert_eq!(r.messages[0].role, Role::User);
+    assert!(matches!(r.messages[0].parts.last(), Some(Part::Text { text, cache: true }) if text == "Say hello to xai"));
+    let names: Vec<&str> = body["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 24);
+    assert_eq!(r.tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), names);
+
+    let chat: Value = serde_json::from_slice(&crate::translate::chat::encode_request(&r).unwrap()).unwrap();
+    let messages = chat["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert_eq!(messages[0]["role"], "system");
+    let system = messages[0]["content"].as_str().unwrap();
+    assert!(system.contains("Claude Agent SDK") && system.contains("Available agent types for the Agent tool:"));
+    assert_eq!(messages[1]["role"], "user");
+    let user = messages[1]["content"].as_array().unwrap();
+    assert!(user[0]["text"].as_str().unwrap().starts_with("<system-reminder>"));
+    assert_eq!(user.last().unwrap(), &json!({"type": "text", "text": "Say hello to xai"}));
+    let tools = chat["tools"].as_array().unwrap();
+    assert_eq!(tools.iter().map(|t| t["function"]["name"].as_str().unwrap()).collect::<Vec<_>>(), names);
+    assert!(tools.iter().all(|t| t["type"] == "function" && t["function"]["parameters"]["type"] == "object"));
+    assert_eq!(chat["max_tokens"], 64000);
+    assert_eq!(chat["reasoning_effort"], "high");
+    assert_eq!((&chat["stream"], &chat["stream_options"]), (&json!(true), &json!({"include_usage": true})));
+    assert_eq!(chat["user"], body["metadata"]["user_id"]);
+    // Nothing Anthropic-only leaks to the Chat provider.
+    assert!(!chat.to_string().contains("cache_control"));
+    for key in ["context_management", "output_config", "thinking", "metadata", "system"] {
+        assert!(chat.get(key).is_none(), "{key} reached the Chat provider");
+    }
+}

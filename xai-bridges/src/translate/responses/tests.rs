@@ -1457,3 +1457,68 @@ fn translation_cost() {
 fn envelope_of(origin: &str, value: &str) -> String {
     xai_core::ir::Signature::new(origin.parse().expect("a protocol name"), value).envelope()
 }
+
+// ---- the real Codex request (tests/cli) ----------------------------------------------------------------------
+
+/// The body Codex 0.169.0 sends for `codex exec "Say hello to xai"` (tests/cli/captured; tests/cli/run.sh routes it
+/// to an `anthropic` provider).
+fn captured_codex_body() -> Value {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cli/captured/codex-0.169.0.responses.json");
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    file["body"].clone()
+}
+
+#[test]
+fn the_captured_codex_request_reaches_an_anthropic_provider_intact() {
+    let body = captured_codex_body();
+    let r = decode_value(&body).unwrap();
+    assert_eq!(r.model, "gpt-5.5-codex");
+    assert!(r.stream);
+    // No `instructions`: the two developer messages are the system prompt.
+    assert_eq!(r.system.len(), 2, "{:?}", r.system);
+    assert!(r.system[0].text.starts_with("You are Codex"));
+    assert!(r.system[1].text.starts_with("<skills_instructions>"));
+    let functions = [
+        "exec_command",
+        "write_stdin",
+        "request_user_input",
+        "apply_patch",
+        "view_image",
+        "get_goal",
+        "create_goal",
+        "update_goal",
+    ];
+    // tool_search and web_search are OpenAI-hosted: not offered to other providers.
+    assert_eq!(r.tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), functions);
+    assert_eq!(r.tools[3].kind, ToolKind::Custom);
+
+    let out: Value = serde_json::from_slice(&crate::translate::anthropic::encode_request(&r).unwrap()).unwrap();
+    assert_eq!(out["model"], "gpt-5.5-codex");
+    let system = out["system"].as_array().unwrap();
+    assert_eq!(system.len(), 2);
+    assert!(system[0]["text"].as_str().unwrap().starts_with("You are Codex"));
+    // The environment context and the prompt: one user turn, as Anthropic wants roles to alternate.
+    let messages = out["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0]["role"], "user");
+    let content = messages[0]["content"].as_array().unwrap();
+    assert!(content[0]["text"].as_str().unwrap().starts_with("<environment_context>"));
+    assert_eq!(content.last().unwrap(), &json!({"type": "text", "text": "Say hello to xai"}));
+    let tools = out["tools"].as_array().unwrap();
+    assert_eq!(tools.iter().map(|t| t["name"].as_str().unwrap()).collect::<Vec<_>>(), functions);
+    assert!(tools.iter().all(|t| t["input_schema"]["type"] == "object"), "{tools:?}");
+    // Reasoning asked: thinking with a budget below max_tokens; auto tool choice, parallel calls allowed.
+    let max_tokens = out["max_tokens"].as_u64().unwrap();
+    assert_eq!(out["thinking"]["type"], "enabled");
+    let budget = out["thinking"]["budget_tokens"].as_u64().unwrap();
+    assert!((1024..max_tokens).contains(&budget), "budget {budget}, max_tokens {max_tokens}");
+    assert_eq!(out["tool_choice"], json!({"type": "auto"}));
+    assert!(out.get("temperature").is_none());
+    // Nothing Responses-only (item ids, include, cache key, client metadata) leaks to the Anthropic provider.
+    let text = out.to_string();
+    assert!(!text.contains("msg_01a2") && !text.contains("\"input_text\""), "Responses items reached Anthropic");
+    for key in ["include", "prompt_cache_key", "client_metadata", "store", "text", "reasoning", "parallel_tool_calls"] {
+        assert!(out.get(key).is_none(), "{key} reached the Anthropic provider");
+    }
+}
