@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark smoke test (run by scripts/test.sh): builds xai-server and the load benchmark, then
 # runs `loadbench --quick`: a few seconds of every phase against the mock alone and through a
-# real xai-server. It fails when any request fails, any reply does not verify (2xx, a parsed
-# chat.completion with usage, a stream ending in data: [DONE] with its usage chunk), or the
+# real xai-server, and an Anthropic client streaming through xai passthrough vs translated to an
+# OpenAI upstream. It fails when any request fails, any reply does not verify (2xx, a parsed
+# chat.completion with usage, a stream ending in data: [DONE] with its usage chunk, an Anthropic
+# stream from message_start to message_stop with its usage), or the
 # upstream saw a different number of requests than the clients sent. Figures are printed but
 # never judged: this machine is shared and noisy.
 #

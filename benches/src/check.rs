@@ -107,6 +107,76 @@ pub fn check_stream(body: &[u8], expect_usage: bool) -> Result<(), String> {
     Ok(())
 }
 
+#[derive(Deserialize)]
+struct AnEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Cow<'a, str>,
+    #[serde(default)]
+    usage: Option<AnUsage>,
+    #[serde(default, borrow)]
+    delta: Option<AnDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AnUsage {
+    #[serde(default)]
+    output_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct AnDelta<'a> {
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+/// A streamed Anthropic message: `event:`/`data:` pairs of JSON objects whose `type` matches the event name,
+/// `message_start` first, at least one non-empty `text_delta`, a `message_delta` with non-zero
+/// `usage.output_tokens`, and `message_stop` last.
+pub fn check_anthropic_stream(body: &[u8]) -> Result<(), String> {
+    let text = std::str::from_utf8(body).map_err(|_| format!("stream is not UTF-8: {}", preview(body)))?;
+    let (mut events, mut content, mut usage, mut stopped) = (0usize, 0usize, false, false);
+    let mut name: Option<&str> = None;
+    for line in text.split('\n') {
+        let line = line.trim_end_matches('\r');
+        if let Some(n) = line.strip_prefix("event:") {
+            name = Some(n.trim());
+            continue;
+        }
+        let Some(data) = line.strip_prefix("data:") else { continue };
+        let data = data.trim();
+        if stopped {
+            return Err(format!("data after message_stop: {}", preview(data.as_bytes())));
+        }
+        let ev: AnEvent<'_> =
+            serde_json::from_str(data).map_err(|e| format!("event is not JSON ({e}): {}", preview(data.as_bytes())))?;
+        if name.take() != Some(&*ev.ty) {
+            return Err(format!("event name does not match its type: {}", preview(data.as_bytes())));
+        }
+        if events == 0 && ev.ty != "message_start" {
+            return Err(format!("stream does not open with message_start: {}", preview(data.as_bytes())));
+        }
+        events += 1;
+        match &*ev.ty {
+            "content_block_delta" if ev.delta.and_then(|d| d.text).is_some_and(|t| !t.is_empty()) => content += 1,
+            "message_delta" => usage = ev.usage.is_some_and(|u| u.output_tokens > 0),
+            "message_stop" => stopped = true,
+            "error" => return Err(format!("error event: {}", preview(data.as_bytes()))),
+            _ => {}
+        }
+    }
+    if !stopped {
+        let tail = &body[body.len().saturating_sub(120)..];
+        return Err(format!("stream did not end with message_stop ({events} events; tail: {})", preview(tail)));
+    }
+    if content == 0 {
+        return Err(format!("stream had no text ({events} events)"));
+    }
+    if !usage {
+        return Err(format!("stream had no message_delta with output usage ({events} events)"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +206,20 @@ mod tests {
             ok.replace("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n\n", "");
         assert!(check_stream(no_usage.as_bytes(), true).is_err());
         assert!(check_stream(no_usage.as_bytes(), false).is_ok());
+    }
+
+    #[test]
+    fn anthropic_stream() {
+        let ok = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{}}\n\n\
+                  event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\" hi\"}}\n\n\
+                  event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":3}}\n\n\
+                  event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        assert!(check_anthropic_stream(ok.as_bytes()).is_ok());
+        assert!(check_anthropic_stream(ok.replace('\n', "\r\n").as_bytes()).is_ok());
+        let no_stop = ok.replace("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n", "");
+        assert!(check_anthropic_stream(no_stop.as_bytes()).is_err());
+        assert!(check_anthropic_stream(ok.replace("\"output_tokens\":3", "\"output_tokens\":0").as_bytes()).is_err());
+        assert!(check_anthropic_stream(ok.replace("\" hi\"", "\"\"").as_bytes()).is_err());
+        assert!(check_anthropic_stream(ok.replace("event: message_delta", "event: ping").as_bytes()).is_err());
     }
 }

@@ -41,6 +41,8 @@ pub struct Target {
     pub path: String,
     /// Bearer token sent in `Authorization`, if any.
     pub bearer: Option<String>,
+    /// Anthropic client credentials: this key in `x-api-key`, with `anthropic-version: 2023-06-01`.
+    pub api_key: Option<String>,
 }
 
 /// What each request is.
@@ -50,6 +52,8 @@ pub struct Workload {
     pub stream: bool,
     /// Whether the request asked for a usage chunk (`stream_options.include_usage`).
     pub expect_usage: bool,
+    /// An Anthropic `POST /v1/messages` request: the reply is checked as an Anthropic stream.
+    pub anthropic: bool,
     /// The JSON request body.
     pub body: Bytes,
 }
@@ -135,6 +139,7 @@ struct Conn {
     target: Arc<Target>,
     host: HeaderValue,
     auth: Option<HeaderValue>,
+    api_key: Option<HeaderValue>,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
@@ -145,7 +150,8 @@ impl Conn {
             Some(k) => Some(HeaderValue::from_str(&format!("Bearer {k}")).map_err(|e| e.to_string())?),
             None => None,
         };
-        Ok(Self { target, host, auth, sender: None })
+        let api_key = target.api_key.as_deref().map(HeaderValue::from_str).transpose().map_err(|e| e.to_string())?;
+        Ok(Self { target, host, auth, api_key, sender: None })
     }
 
     async fn connect(&mut self) -> Result<(), String> {
@@ -191,6 +197,10 @@ impl Conn {
         if let Some(a) = &self.auth {
             req = req.header(AUTHORIZATION, a.clone());
         }
+        if let Some(k) = &self.api_key {
+            req =
+                req.header("x-api-key", k.clone()).header("anthropic-version", HeaderValue::from_static("2023-06-01"));
+        }
         let req = req.body(Full::new(w.body.clone())).map_err(|e| e.to_string())?;
         let resp = sender.send_request(req).await.map_err(|e| format!("send: {e}"))?;
         let status = resp.status();
@@ -210,7 +220,9 @@ impl Conn {
         if !status.is_success() {
             return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&buf[..buf.len().min(300)])));
         }
-        if w.stream {
+        if w.anthropic && w.stream {
+            check::check_anthropic_stream(&buf)?;
+        } else if w.stream {
             check::check_stream(&buf, w.expect_usage)?;
         } else {
             check::check_completion(&buf)?;

@@ -1,4 +1,5 @@
-//! A fast in-process mock of the OpenAI chat completions API, for the load benchmark.
+//! A fast in-process mock of the OpenAI chat completions API and the Anthropic messages API, for the load
+//! benchmark.
 //!
 //! It runs on its own tokio runtime on its own thread(s) (named [`MOCK_THREAD_NAME`], so the
 //! benchmark can read their CPU time), answers instantly and does as little work as it can:
@@ -7,6 +8,10 @@
 //!   has `"stream": true`, SSE: a role chunk, `chunks` content chunks, a finish chunk
 //!   (`finish_reason: "stop"`), a `choices: []` usage chunk when
 //!   `stream_options.include_usage`, then `data: [DONE]`. Each event is its own body frame.
+//! - `POST /v1/messages`: the same reply in the Anthropic shape, so a passthrough and a translated
+//!   Anthropic client get an equal amount of content: a `message` with `usage`, or, when streaming,
+//!   `message_start`, `content_block_start`, `ping`, the same `chunks` text deltas (the same words),
+//!   `content_block_stop`, `message_delta` (stop reason and usage), `message_stop`.
 //! - `GET /v1/models`, `GET /healthz`.
 //!
 //! It counts requests, so the benchmark can check that a gateway sent exactly one upstream
@@ -90,6 +95,7 @@ struct Counters {
     connections: AtomicU64,
     requests: AtomicU64,
     chat: AtomicU64,
+    messages: AtomicU64,
     stream: AtomicU64,
     bad: AtomicU64,
 }
@@ -103,7 +109,9 @@ pub struct MockStats {
     pub requests: u64,
     /// Chat completions answered (streaming or not).
     pub chat: u64,
-    /// Of which streamed.
+    /// Anthropic messages answered (streaming or not).
+    pub messages: u64,
+    /// Of chat and messages, streamed.
     pub stream: u64,
     /// Requests answered with an error (bad JSON, unknown route).
     pub bad: u64,
@@ -116,6 +124,7 @@ impl MockStats {
             connections: self.connections - earlier.connections,
             requests: self.requests - earlier.requests,
             chat: self.chat - earlier.chat,
+            messages: self.messages - earlier.messages,
             stream: self.stream - earlier.stream,
             bad: self.bad - earlier.bad,
         }
@@ -205,6 +214,7 @@ impl MockUpstream {
             connections: c.connections.load(Ordering::Relaxed),
             requests: c.requests.load(Ordering::Relaxed),
             chat: c.chat.load(Ordering::Relaxed),
+            messages: c.messages.load(Ordering::Relaxed),
             stream: c.stream.load(Ordering::Relaxed),
             bad: c.bad.load(Ordering::Relaxed),
         }
@@ -311,6 +321,7 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<MockB
     st.counters.requests.fetch_add(1, Ordering::Relaxed);
     let resp = match (req.method(), req.uri().path()) {
         (&Method::POST, "/v1/chat/completions") => chat(req, &st).await,
+        (&Method::POST, "/v1/messages") => messages(req, &st).await,
         (&Method::GET, "/v1/models") => json_response(
             StatusCode::OK,
             r#"{"object":"list","data":[{"id":"gpt-4o-mini","object":"model","created":1700000000,"owned_by":"mock"}]}"#,
@@ -326,6 +337,27 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<MockB
         }
     };
     Ok(resp)
+}
+
+/// Words in each streamed content chunk.
+const WORDS_PER_CHUNK: usize = 3;
+
+/// The text of content chunk `i` (the same in both protocols): ` w1 w2 w3`.
+fn chunk_text(i: usize) -> String {
+    let mut text = String::new();
+    for j in 0..WORDS_PER_CHUNK {
+        text.push(' ');
+        text.push_str(WORDS[(i * WORDS_PER_CHUNK + j) % WORDS.len()]);
+    }
+    text
+}
+
+fn sse_response(frames: VecDeque<Bytes>) -> Response<MockBody> {
+    let mut resp = Response::new(MockBody::Sse(frames));
+    let h = resp.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
 }
 
 fn now_secs() -> u64 {
@@ -393,12 +425,8 @@ async fn chat(req: Request<Incoming>, st: &State) -> Response<MockBody> {
     ));
     let mut words = 0u64;
     for i in 0..chunks {
-        let mut text = String::new();
-        for j in 0..3 {
-            text.push(' ');
-            text.push_str(WORDS[(i * 3 + j) % WORDS.len()]);
-            words += 1;
-        }
+        let text = chunk_text(i);
+        words += WORDS_PER_CHUNK as u64;
         frames.push_back(event(&format!(
             r#""choices":[{{"index":0,"delta":{{"content":"{text}"}},"logprobs":null,"finish_reason":null}}]"#
         )));
@@ -411,9 +439,93 @@ async fn chat(req: Request<Incoming>, st: &State) -> Response<MockBody> {
         )));
     }
     frames.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
-    let mut resp = Response::new(MockBody::Sse(frames));
-    let h = resp.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
-    h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    resp
+    sse_response(frames)
+}
+
+#[derive(Deserialize)]
+struct MessagesRequest<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<bool>,
+}
+
+/// `POST /v1/messages`: the chat reply in the Anthropic shape (the same words, the same chunks).
+async fn messages(req: Request<Incoming>, st: &State) -> Response<MockBody> {
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            st.counters.bad.fetch_add(1, Ordering::Relaxed);
+            return error_response(StatusCode::BAD_REQUEST, "could not read request body");
+        }
+    };
+    let parsed: MessagesRequest<'_> = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            st.counters.bad.fetch_add(1, Ordering::Relaxed);
+            return error_response(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}"));
+        }
+    };
+    st.counters.messages.fetch_add(1, Ordering::Relaxed);
+    let model = serde_json::to_string(parsed.model.as_deref().unwrap_or("claude-mock"))
+        .unwrap_or_else(|_| "\"claude-mock\"".into());
+    let input = (body.len() as u64 / 4).max(1);
+    let id = format!("msg_mock{:012}", st.seq.fetch_add(1, Ordering::Relaxed));
+    if !parsed.stream.unwrap_or(false) {
+        let body = format!(
+            concat!(
+                r#"{{"id":"{id}","type":"message","role":"assistant","model":{model},"#,
+                r#""content":[{{"type":"text","text":"{text}"}}],"stop_reason":"end_turn","stop_sequence":null,"#,
+                r#""usage":{{"input_tokens":{input},"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":{output}}}}}"#
+            ),
+            id = id,
+            model = model,
+            text = st.reply_text,
+            input = input,
+            output = st.reply_words,
+        );
+        return json_response(StatusCode::OK, body);
+    }
+
+    st.counters.stream.fetch_add(1, Ordering::Relaxed);
+    let chunks = st.cfg.chunks;
+    let event = |name: &str, data: &str| Bytes::from(format!("event: {name}\ndata: {data}\n\n"));
+    let mut frames = VecDeque::with_capacity(chunks + 6);
+    frames.push_back(event(
+        "message_start",
+        &format!(
+            concat!(
+                r#"{{"type":"message_start","message":{{"id":"{id}","type":"message","role":"assistant","model":{model},"#,
+                r#""content":[],"stop_reason":null,"stop_sequence":null,"#,
+                r#""usage":{{"input_tokens":{input},"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}}}}}"#
+            ),
+            id = id,
+            model = model,
+            input = input,
+        ),
+    ));
+    frames.push_back(event(
+        "content_block_start",
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+    ));
+    frames.push_back(event("ping", r#"{"type":"ping"}"#));
+    for i in 0..chunks {
+        frames.push_back(event(
+            "content_block_delta",
+            &format!(
+                r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":"{}"}}}}"#,
+                chunk_text(i)
+            ),
+        ));
+    }
+    frames.push_back(event("content_block_stop", r#"{"type":"content_block_stop","index":0}"#));
+    frames.push_back(event(
+        "message_delta",
+        &format!(
+            r#"{{"type":"message_delta","delta":{{"stop_reason":"end_turn","stop_sequence":null}},"usage":{{"output_tokens":{}}}}}"#,
+            chunks * WORDS_PER_CHUNK
+        ),
+    ));
+    frames.push_back(event("message_stop", r#"{"type":"message_stop"}"#));
+    sse_response(frames)
 }

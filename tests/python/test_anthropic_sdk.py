@@ -30,6 +30,13 @@ from xai_harness import (
 TOOLS = [{"name": TOOL_NAME, "description": TOOL_DESCRIPTION, "input_schema": TOOL_SCHEMA}]
 THINKING = {"type": "enabled", "budget_tokens": 1024}
 
+SIGNATURES = {  # what each mock upstream signs its reasoning with (docs/test-contract.md)
+    "anthropic": "mock-signature-anthropic",
+    "openai-responses": "mock-signature-responses",
+    "gemini": "bW9jay1zaWduYXR1cmUtZ2VtaW5p",
+}
+
+
 
 def user(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
@@ -198,7 +205,7 @@ def test_thinking_signature_round_trip(
 
     _, second = upstream_requests_on(mock, upstream, count=2)
     if upstream != "openai":
-        assert "mock-signature-" in json.dumps(second["body"]), (
+        assert SIGNATURES[upstream] in json.dumps(second["body"]), (
             f"the {upstream} upstream did not get its reasoning signature back: {json.dumps(second['body'])[:2000]}"
         )
 

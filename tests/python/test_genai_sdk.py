@@ -39,6 +39,13 @@ def genai_client(gateway: Gateway, api_version: str | None) -> Iterator[genai.Cl
     yield c
     c.close()
 
+SIGNATURES = {  # what each mock upstream signs its reasoning with (docs/test-contract.md)
+    "anthropic": "mock-signature-anthropic",
+    "openai-responses": "mock-signature-responses",
+    "gemini": "bW9jay1zaWduYXR1cmUtZ2VtaW5p",
+}
+
+
 
 def weather_tool() -> types.Tool:
     return types.Tool(
@@ -187,7 +194,7 @@ def test_thoughts_and_signature_round_trip(gateway: Gateway, mock: Mock, upstrea
     assert again.text == "mock reply: and now?"
     _, second = upstream_requests_on(mock, upstream, count=2)
     if upstream in ("anthropic", "openai-responses"):
-        assert "mock-signature-" in json.dumps(second["body"]), f"the {upstream} signature did not come back"
+        assert SIGNATURES[upstream] in json.dumps(second["body"]), f"the {upstream} signature did not come back"
     elif upstream == "gemini":
         assert "thoughtSignature" in json.dumps(second["body"]), "the thoughtSignature did not come back"
 

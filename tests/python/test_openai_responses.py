@@ -30,6 +30,13 @@ TOOLS: list[Any] = [
     {"type": "function", "name": TOOL_NAME, "description": TOOL_DESCRIPTION, "parameters": TOOL_SCHEMA, "strict": False}
 ]
 
+SIGNATURES = {  # what each mock upstream signs its reasoning with (docs/test-contract.md)
+    "anthropic": "mock-signature-anthropic",
+    "openai-responses": "mock-signature-responses",
+    "gemini": "bW9jay1zaWduYXR1cmUtZ2VtaW5p",
+}
+
+
 
 def items(response: Any) -> list[dict[str, Any]]:
     """A response's output items as input items, unchanged (how Codex replays a turn)."""
@@ -194,7 +201,7 @@ def test_reasoning_encrypted_content_round_trip(mock: Mock, client: openai.OpenA
     assert again.output_text == "mock reply: and now?"
     _, second = upstream_requests_on(mock, upstream, count=2)
     if upstream != "openai":
-        assert "mock-signature-" in json.dumps(second["body"]), f"the {upstream} signature did not come back"
+        assert SIGNATURES[upstream] in json.dumps(second["body"]), f"the {upstream} signature did not come back"
 
 
 # --------------------------------------------------------------------------------------------------------------------

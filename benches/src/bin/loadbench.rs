@@ -10,6 +10,11 @@
 //!   loadbench --quick              # a few seconds: the CI smoke test
 //!   loadbench --targets direct     # the mock alone (no xai-server needed)
 //!
+//! The `anthropic-stream` phase compares two arms through the gateway instead: an Anthropic
+//! client (`POST /v1/messages`, streaming) whose model goes to an `anthropic` provider
+//! (passthrough) vs one whose model goes to an `openai` provider (translated both ways), both
+//! served by the same mock with the same content.
+//!
 //! All traffic stays on 127.0.0.1 and every phase is bounded in count and time.
 
 use std::path::PathBuf;
@@ -52,8 +57,13 @@ struct Args {
     /// Targets to measure, comma separated: direct, xai.
     #[arg(long, value_delimiter = ',', default_value = "direct,xai")]
     targets: Vec<String>,
-    /// Phases to run, comma separated: latency, throughput, stream-latency, stream-throughput.
-    #[arg(long, value_delimiter = ',', default_value = "latency,throughput,stream-latency,stream-throughput")]
+    /// Phases to run, comma separated: latency, throughput, stream-latency, stream-throughput,
+    /// anthropic-stream.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "latency,throughput,stream-latency,stream-throughput,anthropic-stream"
+    )]
     phases: Vec<String>,
     /// Content chunks per streamed reply of the mock.
     #[arg(long, value_name = "N", default_value_t = 16)]
@@ -107,19 +117,52 @@ struct PhaseDef {
     title: &'static str,
     kind: Kind,
     stream: bool,
+    /// The Anthropic arm: passthrough vs translated, both through xai, instead of direct vs xai.
+    anthropic: bool,
 }
 
 const PHASES: &[PhaseDef] = &[
-    PhaseDef { name: "latency", title: "(a) latency, c=1, non-streaming", kind: Kind::Latency, stream: false },
-    PhaseDef { name: "throughput", title: "(b) throughput, non-streaming", kind: Kind::Throughput, stream: false },
+    PhaseDef {
+        name: "latency",
+        title: "(a) latency, c=1, non-streaming",
+        kind: Kind::Latency,
+        stream: false,
+        anthropic: false,
+    },
+    PhaseDef {
+        name: "throughput",
+        title: "(b) throughput, non-streaming",
+        kind: Kind::Throughput,
+        stream: false,
+        anthropic: false,
+    },
     PhaseDef {
         name: "stream-latency",
         title: "(c) latency, c=1, streaming (to last byte)",
         kind: Kind::Latency,
         stream: true,
+        anthropic: false,
     },
-    PhaseDef { name: "stream-throughput", title: "(c) throughput, streaming", kind: Kind::Throughput, stream: true },
+    PhaseDef {
+        name: "stream-throughput",
+        title: "(c) throughput, streaming",
+        kind: Kind::Throughput,
+        stream: true,
+        anthropic: false,
+    },
+    PhaseDef {
+        name: "anthropic-stream",
+        title: "(d) throughput, streaming, Anthropic client: anthropic upstream vs openai upstream",
+        kind: Kind::Throughput,
+        stream: true,
+        anthropic: true,
+    },
 ];
+
+/// The two sides a phase compares: (baseline, subject).
+fn sides(def: &PhaseDef) -> (&'static str, &'static str) {
+    if def.anthropic { ("passthrough", "translated") } else { ("direct", "xai") }
+}
 
 /// Run settings after defaults and --quick.
 #[derive(Debug, Clone)]
@@ -154,6 +197,31 @@ impl Settings {
 }
 
 const MODEL: &str = "gpt-3.5-turbo";
+/// The Anthropic arm's passthrough model (mapped to `claude-haiku-bench` on the `anthropic` provider); its
+/// translated side asks [`MODEL`] (mapped to `gpt-4o-mini` on the `openai` provider).
+const CLAUDE_MODEL: &str = "claude-3-5-haiku-latest";
+
+/// An Anthropic streaming request for `model`, the same conversation as [`request_body`].
+fn messages_body(model: &str) -> Bytes {
+    let v = json!({
+        "model": model,
+        "system": "You are a concise assistant.",
+        "messages": [{"role": "user", "content": "Say hello in a few words."}],
+        "max_tokens": 64,
+        "temperature": 0.2,
+        "stream": true
+    });
+    Bytes::from(v.to_string())
+}
+
+/// One side of a phase: where its requests go, what they are, which mock endpoint must answer.
+struct Arm {
+    target: Arc<Target>,
+    pid: Option<u32>,
+    w: Workload,
+    /// The mock answers on `/v1/messages` (else `/v1/chat/completions`).
+    upstream_messages: bool,
+}
 
 fn request_body(stream: bool) -> Bytes {
     let mut v = json!({
@@ -214,9 +282,13 @@ fn measured_json(m: &Measured, def: &PhaseDef) -> Value {
         "elapsed_s": r.elapsed.as_secs_f64(),
         "rps": r.rps(),
         "latency_us": hist_json(&r.latency),
-        "upstream_requests": m.upstream.chat,
+        "upstream_requests": m.upstream.chat + m.upstream.messages,
         "upstream_connections": m.upstream.connections,
-        "upstream_per_request": if r.sent > 0 { m.upstream.chat as f64 / r.sent as f64 } else { 0.0 },
+        "upstream_per_request": if r.sent > 0 {
+            (m.upstream.chat + m.upstream.messages) as f64 / r.sent as f64
+        } else {
+            0.0
+        },
         "cpu": {
             "server_s": r.cpu.server_s,
             "server_us_per_req": r.cpu.server_s.and_then(|s| per_req_us(s, r.ok)),
@@ -299,16 +371,18 @@ struct Summary {
 }
 
 impl Summary {
-    fn json(&self) -> Value {
-        json!({"direct": self.direct, "xai": self.xai, "delta": self.delta, "ratio": self.ratio})
+    /// `{base: …, subject: …, delta, ratio}` (`direct`/`xai`, or `passthrough`/`translated`).
+    fn json(&self, (base, subject): (&str, &str)) -> Value {
+        json!({base: self.direct, subject: self.xai, "delta": self.delta, "ratio": self.ratio})
     }
 }
 
-fn summarize(rounds: &[Vec<(String, Measured)>], k: Metric) -> Summary {
+/// `direct` and `xai` of the summary are the phase's baseline and subject sides.
+fn summarize(rounds: &[Vec<(String, Measured)>], k: Metric, (base, subject): (&str, &str)) -> Summary {
     let side = |name: &str| -> Vec<Option<f64>> {
         rounds.iter().map(|r| r.iter().find(|(n, _)| n == name).and_then(|(_, m)| metric(m, k))).collect()
     };
-    let (d, x) = (side("direct"), side("xai"));
+    let (d, x) = (side(base), side(subject));
     let pairs: Vec<(f64, f64)> = d.iter().zip(&x).filter_map(|(d, x)| Some(((*d)?, (*x)?))).collect();
     Summary {
         direct: median(d.iter().flatten().copied().collect()),
@@ -412,32 +486,75 @@ fn run(args: &Args) -> Result<bool, String> {
                 addr: mock.addr(),
                 path: path.clone(),
                 bearer: Some(server::BENCH_KEY.into()),
+                api_key: None,
             }),
             None,
         ));
     }
     if let Some(s) = &xai {
         targets.push((
-            Arc::new(Target { name: "xai".into(), addr: s.addr(), path, bearer: Some(server::BENCH_KEY.into()) }),
+            Arc::new(Target {
+                name: "xai".into(),
+                addr: s.addr(),
+                path,
+                bearer: Some(server::BENCH_KEY.into()),
+                api_key: None,
+            }),
             s.pid(),
         ));
     }
+    let xai_at = xai.as_ref().map(|s| (s.addr(), s.pid()));
+    let arms = |def: &PhaseDef| -> Vec<Arm> {
+        if !def.anthropic {
+            let w = Workload {
+                stream: def.stream,
+                expect_usage: def.stream,
+                anthropic: false,
+                body: request_body(def.stream),
+            };
+            return targets
+                .iter()
+                .map(|(t, pid)| Arm { target: t.clone(), pid: *pid, w: w.clone(), upstream_messages: false })
+                .collect();
+        }
+        let Some((addr, pid)) = xai_at else { return Vec::new() };
+        [("passthrough", CLAUDE_MODEL, true), ("translated", MODEL, false)]
+            .into_iter()
+            .map(|(name, model, upstream_messages)| Arm {
+                target: Arc::new(Target {
+                    name: name.into(),
+                    addr,
+                    path: "/v1/messages".into(),
+                    bearer: None,
+                    api_key: Some(server::BENCH_KEY.into()),
+                }),
+                pid,
+                w: Workload { stream: true, expect_usage: true, anthropic: true, body: messages_body(model) },
+                upstream_messages,
+            })
+            .collect()
+    };
 
     let mut failures: Vec<String> = Vec::new();
     let mut phase_json = Vec::new();
-    let mut rows: Vec<(String, Vec<Row>)> = Vec::new();
+    let mut rows: Vec<(String, (&str, &str), Vec<Row>)> = Vec::new();
     for def in &phases {
-        let w = Workload { stream: def.stream, expect_usage: def.stream, body: request_body(def.stream) };
+        let arms = arms(def);
+        if arms.is_empty() {
+            log(&format!("{}: skipped (it needs the xai target)", def.name));
+            continue;
+        }
         // One measurement per target and round. Odd rounds run the targets in reverse order, so
         // that a drift of the (shared) machine favours neither side.
         let mut rounds: Vec<Vec<(String, Measured)>> = Vec::new();
         for round in 0..set.repeat {
-            let mut order: Vec<&(Arc<Target>, Option<u32>)> = targets.iter().collect();
+            let mut order: Vec<&Arm> = arms.iter().collect();
             if round % 2 == 1 {
                 order.reverse();
             }
             let mut results = Vec::new();
-            for (target, pid) in order {
+            for arm in order {
+                let (target, pid, w) = (&arm.target, &arm.pid, &arm.w);
                 let probe = Probe { server_pid: *pid, tck };
                 let tag = if set.repeat > 1 { format!(" (round {}/{})", round + 1, set.repeat) } else { String::new() };
                 log(&format!("{} -> {}{tag}", def.name, target.name));
@@ -473,10 +590,15 @@ fn run(args: &Args) -> Result<bool, String> {
                 if m.run.ok == 0 {
                     failures.push(format!("{what}: no successful request"));
                 }
-                if m.run.errors == 0 && m.upstream.chat != m.run.sent {
+                let (seen, other, kind) = if arm.upstream_messages {
+                    (m.upstream.messages, m.upstream.chat, "messages")
+                } else {
+                    (m.upstream.chat, m.upstream.messages, "chat")
+                };
+                if m.run.errors == 0 && (seen != m.run.sent || other != 0) {
                     failures.push(format!(
-                        "{what}: the upstream saw {} chat requests for {} client requests",
-                        m.upstream.chat, m.run.sent
+                        "{what}: the upstream saw {seen} {kind} requests (and {other} others) for {} client requests",
+                        m.run.sent
                     ));
                 }
                 log(&format!(
@@ -498,12 +620,13 @@ fn run(args: &Args) -> Result<bool, String> {
             failures.push(format!("xai-server exited during {}; log tail:\n{}", def.name, s.log_tail(20)));
         }
 
-        let sum = |k: Metric| summarize(&rounds, k);
+        let sides = sides(def);
+        let sum = |k: Metric| summarize(&rounds, k, sides);
         let mut r = Vec::new();
         let mut summary = serde_json::Map::new();
         let mut add = |label: String, key: &str, k: Metric, delta: bool, ratio: bool| {
             let s = sum(k);
-            summary.insert(key.to_string(), s.json());
+            summary.insert(key.to_string(), s.json(sides));
             r.push(Row { metric: label, s, delta, ratio });
         };
         match def.kind {
@@ -519,7 +642,9 @@ fn run(args: &Args) -> Result<bool, String> {
             Kind::Throughput => {
                 add("req/s".into(), "rps", Metric::Rps, false, true);
                 add("p99 µs".into(), "latency_p99_us", Metric::P99, true, true);
-                add("xai-server CPU µs/req".into(), "server_cpu_us_per_req", Metric::ServerCpu, false, false);
+                // Both arms of the Anthropic phase run through xai: its CPU is the figure to compare.
+                let cpu_ratio = def.anthropic;
+                add("xai-server CPU µs/req".into(), "server_cpu_us_per_req", Metric::ServerCpu, cpu_ratio, cpu_ratio);
                 add("mock CPU µs/req".into(), "mock_cpu_us_per_req", Metric::MockCpu, false, false);
                 add("driver CPU µs/req".into(), "driver_cpu_us_per_req", Metric::DriverCpu, false, false);
                 add("machine CPU busy %".into(), "machine_busy_pct", Metric::MachineBusy, false, false);
@@ -546,6 +671,12 @@ fn run(args: &Args) -> Result<bool, String> {
             Kind::Latency => {
                 pj["added_latency_us"] = json!({"p50": sum(Metric::P50).delta, "p99": sum(Metric::P99).delta});
             }
+            Kind::Throughput if def.anthropic => {
+                pj["throughput_ratio"] = json!(sum(Metric::Rps).ratio);
+                let cpu = sum(Metric::ServerCpu);
+                pj["server_cpu_us_per_req"] = json!({sides.0: cpu.direct, sides.1: cpu.xai});
+                pj["server_cpu_ratio"] = json!(cpu.ratio);
+            }
             Kind::Throughput => {
                 pj["throughput_ratio"] = json!(sum(Metric::Rps).ratio);
                 pj["server_cpu_us_per_req"] = json!(sum(Metric::ServerCpu).xai);
@@ -556,7 +687,7 @@ fn run(args: &Args) -> Result<bool, String> {
         } else {
             def.title.to_string()
         };
-        rows.push((title, r));
+        rows.push((title, sides, r));
         phase_json.push(pj);
     }
 
@@ -602,12 +733,18 @@ fn run(args: &Args) -> Result<bool, String> {
     // Report.
     let mut md = String::new();
     md.push_str(&format!(
-        "## loadbench: direct (mock) vs xai (xai-server in front of it){}\n\n",
+        "## loadbench: direct (mock) vs xai (xai-server in front of it){}\n",
         if args.quick { " — quick" } else { "" }
     ));
-    md.push_str("| phase | metric | direct | xai | xai − direct | xai / direct |\n");
-    md.push_str("|---|---|---:|---:|---:|---:|\n");
-    for (title, r) in &rows {
+    let mut header = None;
+    for (title, (base, subject), r) in &rows {
+        if header != Some((base, subject)) {
+            header = Some((base, subject));
+            md.push_str(&format!(
+                "\n| phase | metric | {base} | {subject} | {subject} − {base} | {subject} / {base} |\n"
+            ));
+            md.push_str("|---|---|---:|---:|---:|---:|\n");
+        }
         for (i, row) in r.iter().enumerate() {
             let delta = if row.delta { fmt_delta(row.s.delta) } else { String::new() };
             let ratio = if row.ratio {
@@ -640,8 +777,8 @@ fn run(args: &Args) -> Result<bool, String> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         if set.repeat > 1 {
             format!(
-                " Each phase ran {} times per target, alternating the order: medians; xai − direct and xai / direct \
-                 are medians of same-round pairs.",
+                " Each phase ran {} times per target, alternating the order: medians; the differences and ratios \
+                 (xai vs direct, translated vs passthrough) are medians of same-round pairs.",
                 set.repeat
             )
         } else {

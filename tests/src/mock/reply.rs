@@ -25,7 +25,7 @@ pub const ANTHROPIC_SIGNATURE: &str = "mock-signature-anthropic";
 /// The `encrypted_content` of a Responses reasoning item.
 pub const RESPONSES_SIGNATURE: &str = "mock-signature-responses";
 /// The `thoughtSignature` of a Gemini thought part.
-pub const GEMINI_SIGNATURE: &str = "mock-signature-gemini";
+pub const GEMINI_SIGNATURE: &str = "bW9jay1zaWduYXR1cmUtZ2VtaW5p"; // base64: google-genai decodes it
 /// What a reply to a tool result starts with.
 pub const TOOL_SAID: &str = "tool said: ";
 /// What a default text reply starts with.

@@ -7,7 +7,7 @@ pub mod chat;
 pub mod gemini;
 pub mod responses;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 pub use xai_core::ir::TranslateTap;
 
 use crate::sse;
@@ -25,27 +25,20 @@ impl SseSplitter {
     /// Feeds `chunk`; calls `each` with the `event:` name (when any) and `data:` payload of every complete event.
     /// Returns `false` when a partial event grew past [`MAX_EVENT_BYTES`].
     pub fn feed(&mut self, chunk: &[u8], mut each: impl FnMut(Option<&[u8]>, &[u8])) -> bool {
-        let mut on = |ev: &[u8]| {
-            if let Some(data) = sse::data(ev) {
-                each(sse::event_name(ev), &data);
-            }
-        };
         if self.carry.is_empty() {
-            let mut at = 0;
-            while let Some(len) = sse::event_end(&chunk[at..]) {
-                on(&chunk[at..at + len]);
-                at += len;
-            }
-            self.carry.extend_from_slice(&chunk[at..]);
+            let used = events(chunk, 0, &mut each);
+            self.carry.extend_from_slice(&chunk[used..]);
         } else {
+            // The carry holds no separator, so the first search starts where one may straddle the old end (a
+            // separator is at most 4 bytes): a long event is scanned once, not once per chunk.
+            let seen = self.carry.len().saturating_sub(3);
             self.carry.extend_from_slice(chunk);
-            let buf = std::mem::take(&mut self.carry);
-            let mut at = 0;
-            while let Some(len) = sse::event_end(&buf[at..]) {
-                on(&buf[at..at + len]);
-                at += len;
+            let used = events(&self.carry, seen, &mut each);
+            if used == self.carry.len() {
+                self.carry.clear(); // keeps the allocation for the next partial event
+            } else {
+                self.carry.advance(used);
             }
-            self.carry.extend_from_slice(&buf[at..]);
         }
         self.carry.len() <= MAX_EVENT_BYTES
     }
@@ -53,8 +46,22 @@ impl SseSplitter {
     /// What is left after the last complete event (a final event without its blank line).
     pub fn rest(&mut self, mut each: impl FnMut(Option<&[u8]>, &[u8])) {
         let buf = std::mem::take(&mut self.carry);
-        if let Some(data) = sse::data(&buf) {
-            each(sse::event_name(&buf), &data);
+        if let (name, Some(data)) = sse::parse(&buf) {
+            each(name, &data);
         }
     }
+}
+
+/// Calls `each` for every complete event of `buf`, the first of which has no separator in its first `skip`
+/// bytes; returns the bytes they span.
+fn events(buf: &[u8], mut skip: usize, each: &mut impl FnMut(Option<&[u8]>, &[u8])) -> usize {
+    let mut at = 0;
+    while let Some(len) = sse::event_end(&buf[at + skip..]).map(|l| l + skip) {
+        skip = 0;
+        if let (name, Some(data)) = sse::parse(&buf[at..at + len]) {
+            each(name, &data);
+        }
+        at += len;
+    }
+    at
 }

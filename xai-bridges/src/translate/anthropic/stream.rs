@@ -405,6 +405,21 @@ fn begin(out: &mut Vec<u8>, name: &str) {
     out.extend_from_slice(b"\ndata: ");
 }
 
+/// Decimal digits of `n`, without the formatting machinery.
+fn push_u32(out: &mut Vec<u8>, mut n: u32) {
+    let mut buf = [0u8; 10];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[at..]);
+}
+
 fn end(out: &mut Vec<u8>) {
     out.extend_from_slice(b"\n\n");
 }
@@ -423,9 +438,15 @@ fn usage_fields(out: &mut Vec<u8>, u: &Usage) {
 }
 
 fn block_delta(out: &mut Vec<u8>, index: u32, ty: &str, field: &str, value: &str) {
+    // Written piece by piece rather than with `write!`: this runs once per streamed delta.
     begin(out, "content_block_delta");
-    let _ =
-        write!(out, "{{\"type\":\"content_block_delta\",\"index\":{index},\"delta\":{{\"type\":\"{ty}\",\"{field}\":");
+    out.extend_from_slice(b"{\"type\":\"content_block_delta\",\"index\":");
+    push_u32(out, index);
+    out.extend_from_slice(b",\"delta\":{\"type\":\"");
+    out.extend_from_slice(ty.as_bytes());
+    out.extend_from_slice(b"\",\"");
+    out.extend_from_slice(field.as_bytes());
+    out.extend_from_slice(b"\":");
     json_str(out, value);
     out.extend_from_slice(b"}}");
     end(out);
