@@ -19,6 +19,8 @@ OUT="$(mktemp -d /var/tmp/xai-storage-bench.XXXXXX)"
 DB="xai_bench_$(date +%s)_$$"
 PREFIX="xai_bench_$$:"
 PG_ADMIN="postgres://postgres@127.0.0.1:5432/postgres"
+# Every Postgres round shares one database, so one master key (as the instances of a deployment do).
+MASTER_KEY="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
 cleanup() {
     psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
@@ -33,7 +35,8 @@ arm_env() { # the --server-env flags of an arm
         memory) echo "--server-env DATABASE_URL=memory" ;;
         sqlite) echo "" ;; # the embedded default: SQLite under the data dir
         pgredis) echo "--server-env DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB \
---server-env REDIS_URL=redis://127.0.0.1:6379 --server-env XAI_REDIS_PREFIX=$PREFIX" ;;
+--server-env REDIS_URL=redis://127.0.0.1:6379 --server-env XAI_REDIS_PREFIX=$PREFIX \
+--server-env XAI_MASTER_KEY=$MASTER_KEY" ;;
     esac
 }
 
