@@ -24,3 +24,4 @@ pub mod client;
 pub mod fixtures;
 pub mod harness;
 pub mod mock;
+pub mod pg;

@@ -10,12 +10,9 @@
 //! All instances of a test share one master key (`XAI_MASTER_KEY`), as the instances of a deployment do.
 
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -23,6 +20,7 @@ use xai_tests::admin::{AdminApi, expect, id_of, str_of};
 use xai_tests::client::HttpResponse;
 use xai_tests::fixtures::{assert_openai_error, chat_body};
 use xai_tests::harness::{TempDir, XaiServer};
+use xai_tests::pg::{TestDatabase, random_hex, unavailable};
 use xai_tests::{client, mock::MockUpstream};
 
 /// How soon a change made on one instance must take effect on another (DESIGN §5).
@@ -39,31 +37,8 @@ const ROOT_TOKEN: &str = "admin-secret";
 // ---------------------------------------------------------------------------------------------------------------
 // Environment: a database and a Redis prefix per test, removed at the end.
 
-fn postgres_admin_url() -> String {
-    std::env::var("XAI_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
 fn redis_url() -> String {
     std::env::var("XAI_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// 12 random hex digits (std's randomly keyed hasher over the time, the process and a counter).
-fn random_hex() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    h.write_u32(std::process::id());
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
-}
-
-/// Skips (`None`, with a message) or, under `CI=true`, fails.
-fn unavailable(what: &str, e: &dyn std::fmt::Display) -> Option<std::convert::Infallible> {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{what} is required under CI=true but is unreachable: {e}");
-    }
-    eprintln!("SKIPPED: {what} unreachable ({e}); start it to run this test");
-    None
 }
 
 /// `host:port` of a `redis://host:port[/db]` URL.
@@ -135,10 +110,8 @@ async fn redis_keys(prefix: &str) -> Vec<String> {
 /// the test fails. Declare it before the servers so that they are killed first.
 #[derive(Debug)]
 struct Env {
-    /// The database of this test.
-    db_name: String,
-    /// `postgres://…/<db_name>`.
-    db_url: String,
+    /// The database of this test (dropped after the Redis keys).
+    db: TestDatabase,
     /// `Some(prefix)` when the test uses Redis.
     redis_prefix: Option<String>,
     /// The master key every instance shares.
@@ -156,35 +129,12 @@ impl Env {
         } else {
             None
         };
-        let admin = postgres_admin_url();
-        let mut conn = match sqlx::PgConnection::connect(&admin).await {
-            Ok(c) => c,
-            Err(e) => {
-                unavailable(&format!("Postgres at {admin}"), &e)?;
-                unreachable!()
-            }
-        };
-        let db_name = format!("xai_test_{}", random_hex());
-        sqlx::query(&format!("CREATE DATABASE {db_name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {db_name}: {e}"));
-        let _ = conn.close().await;
-        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-        let db_url = format!("{base}/{db_name}");
+        let db = TestDatabase::create().await?;
         let master_key = format!("{}{}", random_hex(), "0".repeat(52));
-        Some(Env { db_name, db_url, redis_prefix, master_key })
+        Some(Env { db, redis_prefix, master_key })
     }
 
-    async fn cleanup(db_name: String, redis_prefix: Option<String>) {
-        if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-            let dropped =
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).execute(&mut conn).await;
-            if let Err(e) = dropped {
-                eprintln!("cluster test: could not drop database {db_name}: {e}");
-            }
-            let _ = conn.close().await;
-        }
+    async fn cleanup(redis_prefix: Option<String>) {
         if let Some(prefix) = redis_prefix
             && let Ok(keys) = redis_command(&["KEYS", &format!("{prefix}*")]).await
             && !keys.is_empty()
@@ -205,7 +155,7 @@ impl Env {
         let mut b = XaiServer::builder(config)
             .var("MOCK", mock.url())
             .arg("--database-url")
-            .arg(&self.db_url)
+            .arg(&self.db.url)
             .env("XAI_MASTER_KEY", &self.master_key);
         if self.redis_prefix.is_some() {
             b = b.arg("--redis-url").arg(redis_url());
@@ -255,12 +205,11 @@ output = 200000.0
 
 impl Drop for Env {
     fn drop(&mut self) {
-        let db_name = std::mem::take(&mut self.db_name);
         let prefix = self.redis_prefix.take();
         // Drop runs inside the test's runtime, which cannot be blocked on: clean up from a thread of its own.
         let cleaned =
             std::thread::spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt.block_on(Env::cleanup(db_name, prefix)),
+                Ok(rt) => rt.block_on(Env::cleanup(prefix)),
                 Err(e) => eprintln!("cluster test: no runtime for the cleanup: {e}"),
             });
         let _ = cleaned.join();

@@ -11,7 +11,6 @@
 //! unreachable the test is skipped with a message, except under `CI=true`, where it fails.
 
 use std::collections::BTreeSet;
-use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +25,7 @@ use xai_tests::client;
 use xai_tests::fixtures::chat_body;
 use xai_tests::harness::{TempDir, XaiServer};
 use xai_tests::mock::MockUpstream;
+use xai_tests::pg::TestDatabase;
 
 /// The virtual key of the config's account.
 const KEY: &str = "sk-outage";
@@ -43,20 +43,6 @@ const POLL_EVERY: Duration = Duration::from_millis(50);
 // ---------------------------------------------------------------------------------------------------------------
 // Environment: a database per test, dropped at the end.
 
-fn postgres_admin_url() -> String {
-    std::env::var("XAI_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// 12 random hex digits (std's randomly keyed hasher over the time, the process and a counter).
-fn random_hex() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    h.write_u32(std::process::id());
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
-}
-
 /// `postgres://user@host:port/db` → (`postgres://user@`, `host:port`, `db`).
 fn split_url(url: &str) -> (String, String, String) {
     let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
@@ -70,9 +56,8 @@ fn split_url(url: &str) -> (String, String, String) {
 /// A database of its own for one test; dropped on drop (declare it before the servers, so they are killed first).
 #[derive(Debug)]
 struct Env {
-    db_name: String,
-    /// `postgres://…@<postgres>/<db_name>`: straight to Postgres.
-    direct_url: String,
+    /// The test's database (dropped with the `Env`).
+    db: TestDatabase,
     /// Where Postgres listens.
     postgres: SocketAddr,
     /// `postgres://…@` of the admin URL.
@@ -82,44 +67,27 @@ struct Env {
 impl Env {
     /// A fresh database; `None` (skipped) when Postgres is unreachable outside CI.
     async fn create() -> Option<Env> {
-        let admin = postgres_admin_url();
-        let mut conn = match sqlx::PgConnection::connect(&admin).await {
-            Ok(c) => c,
-            Err(e) => {
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
-                    panic!("Postgres at {admin} is required under CI=true but is unreachable: {e}");
-                }
-                eprintln!("SKIPPED: Postgres at {admin} unreachable ({e}); start it to run this test");
-                return None;
-            }
-        };
-        let db_name = format!("xai_test_{}", random_hex());
-        sqlx::query(&format!("CREATE DATABASE {db_name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {db_name}: {e}"));
-        let _ = conn.close().await;
-        let (url_prefix, host_port, _) = split_url(&admin);
+        let db = TestDatabase::create().await?;
+        let (url_prefix, host_port, _) = split_url(&db.url);
         let postgres = tokio::net::lookup_host(host_port.as_str())
             .await
             .ok()
             .and_then(|mut a| a.next())
             .unwrap_or_else(|| panic!("cannot resolve {host_port}"));
-        let direct_url = format!("{url_prefix}{host_port}/{db_name}");
-        Some(Env { db_name, direct_url, postgres, url_prefix })
+        Some(Env { db, postgres, url_prefix })
     }
 
     /// The URL of this test's database through `relay`.
     fn url_via(&self, relay: &Relay) -> String {
-        format!("{}{}/{}", self.url_prefix, relay.addr, self.db_name)
+        format!("{}{}/{}", self.url_prefix, relay.addr, self.db.name)
     }
 
     /// (rows, distinct request ids, every request id, sum of `usage_daily.requests`) of the usage tables, read
     /// over a direct connection; `None` while the tables do not exist yet.
     async fn usage(&self) -> Option<(i64, i64, BTreeSet<String>, i64)> {
-        let mut conn = sqlx::PgConnection::connect(&self.direct_url)
+        let mut conn = sqlx::PgConnection::connect(&self.db.url)
             .await
-            .unwrap_or_else(|e| panic!("direct connection to {}: {e}", self.direct_url));
+            .unwrap_or_else(|e| panic!("direct connection to {}: {e}", self.db.url));
         let counts = sqlx::query("SELECT COUNT(*), COUNT(DISTINCT request_id) FROM usage").fetch_one(&mut conn).await;
         let Ok(counts) = counts else {
             let _ = conn.close().await;
@@ -161,30 +129,6 @@ impl Env {
             // Usage is written asynchronously: poll, bounded above.
             tokio::time::sleep(POLL_EVERY).await;
         }
-    }
-
-    async fn cleanup(db_name: String) {
-        if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-            let dropped =
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).execute(&mut conn).await;
-            if let Err(e) = dropped {
-                eprintln!("e2e_db_outage: could not drop database {db_name}: {e}");
-            }
-            let _ = conn.close().await;
-        }
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let db_name = std::mem::take(&mut self.db_name);
-        // Drop runs inside the test's runtime, which cannot be blocked on: clean up from a thread of its own.
-        let cleaned =
-            std::thread::spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt.block_on(Env::cleanup(db_name)),
-                Err(e) => eprintln!("e2e_db_outage: no runtime for the cleanup: {e}"),
-            });
-        let _ = cleaned.join();
     }
 }
 

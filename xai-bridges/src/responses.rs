@@ -18,42 +18,8 @@ use xai_core::ir::{ChatRequest, ChatResponse, StreamDecoder, StreamEncoder};
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OpenAiResponses;
 
-#[derive(Deserialize, Default, Clone, Copy, Debug)]
-struct RUsage {
-    #[serde(default)]
-    input_tokens: Option<u64>,
-    #[serde(default)]
-    output_tokens: Option<u64>,
-    #[serde(default)]
-    input_tokens_details: Option<InDetails>,
-    #[serde(default)]
-    output_tokens_details: Option<OutDetails>,
-}
-
-#[derive(Deserialize, Default, Clone, Copy, Debug)]
-struct InDetails {
-    #[serde(default)]
-    cached_tokens: Option<u64>,
-    #[serde(default)]
-    cache_write_tokens: Option<u64>,
-}
-
-#[derive(Deserialize, Default, Clone, Copy, Debug)]
-struct OutDetails {
-    #[serde(default)]
-    reasoning_tokens: Option<u64>,
-}
-
-fn normalise(u: RUsage) -> Usage {
-    Usage {
-        prompt_tokens: u.input_tokens.unwrap_or(0),
-        completion_tokens: u.output_tokens.unwrap_or(0),
-        cached_tokens: u.input_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
-        cache_write_tokens: u.input_tokens_details.and_then(|d| d.cache_write_tokens).unwrap_or(0),
-        reasoning_tokens: u.output_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or(0),
-        ..Usage::default()
-    }
-}
+/// Responses usage on the wire (shared with the translation, which reads the same object).
+type RUsage = crate::translate::responses::WireUsage;
 
 impl ProtocolAdapter for OpenAiResponses {
     fn protocol(&self) -> Protocol {
@@ -106,7 +72,7 @@ impl ProtocolAdapter for OpenAiResponses {
         struct R {
             usage: Option<RUsage>,
         }
-        serde_json::from_slice::<R>(body).ok()?.usage.map(normalise)
+        serde_json::from_slice::<R>(body).ok()?.usage.map(RUsage::normalise)
     }
 
     fn stream_tap(&self, _meta: &RequestMeta) -> Box<dyn StreamTap> {
@@ -182,7 +148,7 @@ impl Observer for RObserver {
                     .and_then(|e| e.response)
                     .and_then(|r| r.usage)
                 {
-                    st.usage = Some(normalise(u));
+                    st.usage = Some(u.normalise());
                 }
             }
             b"error" => st.failed = true,

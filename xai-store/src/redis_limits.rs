@@ -311,14 +311,12 @@ impl Shared {
     }
 
     /// Counts an admission on the nodes without limits (written with the next flush).
-    fn count_unbounded(&self, root: u64, req: &AdmitRequest<'_>, est: u64, now: u64) {
+    fn count_unbounded(&self, root: u64, free: &[(LimitNode, Limits, Who<'_>)], est: u64, now: u64) {
         let mut c = self.counts.lock();
-        for (n, l, _) in xai_core::memory::limit_nodes(req.principal, req.model, req.resolution) {
-            if !l.any() {
-                let e = c.entry((root, n, now)).or_insert((0, 0));
-                e.0 += 1;
-                e.1 += est;
-            }
+        for (n, _, _) in free {
+            let e = c.entry((root, *n, now)).or_insert((0, 0));
+            e.0 += 1;
+            e.1 += est;
         }
     }
 
@@ -582,18 +580,16 @@ impl RedisMeter {
             return Ok(Reservation::default());
         };
         // The same counters as the in-memory meter, so both mean the same bound.
-        let mut nodes = xai_core::memory::limit_nodes(req.principal, req.model, req.resolution);
+        let listed = xai_core::memory::limit_nodes(req.principal, req.model, req.resolution);
+        let all: Arc<[LimitNode]> = listed.iter().map(|(n, _, _)| *n).collect();
         // Unbounded nodes (accounts without limits on the path) need no check: they are counted with the next
         // flush, so the admission script only touches nodes that can refuse.
-        let all: Arc<[LimitNode]> = nodes.iter().map(|(n, _, _)| *n).collect();
-        let unbounded = nodes.len();
-        nodes.retain(|(_, l, _)| l.any());
-        let unbounded = unbounded - nodes.len();
+        let (nodes, free): (Vec<_>, Vec<_>) = listed.into_iter().partition(|(_, l, _)| l.any());
         let now = unix_now();
         let est = req.estimate_tokens;
-        let admitted = |_bounded: &[(LimitNode, Limits, Who<'_>)]| {
-            if unbounded > 0 {
-                self.shared.count_unbounded(root, req, est, now);
+        let admitted = || {
+            if !free.is_empty() {
+                self.shared.count_unbounded(root, &free, est, now);
                 self.ensure_flusher();
             }
             Reservation {
@@ -604,7 +600,7 @@ impl RedisMeter {
             }
         };
         if nodes.is_empty() || self.shared.take_leased(root, &nodes, est, now) {
-            return Ok(admitted(&nodes));
+            return Ok(admitted());
         }
         let day = now / 86_400;
         let mut inv = self.admit.prepare_invoke();
@@ -633,11 +629,11 @@ impl RedisMeter {
                     self.shared.add_lease(root, &nodes, *extra as u64, est, now);
                     self.ensure_flusher();
                 }
-                Ok(admitted(&nodes))
+                Ok(admitted())
             }
             [0, ..] if self.shared.take_leased(root, &nodes, est, now) => {
                 // A concurrent admission of this instance leased what Redis has left: use it.
-                Ok(admitted(&nodes))
+                Ok(admitted())
             }
             [0, i, bound, retry] => {
                 let Some((_, l, who)) = usize::try_from(*i - 1).ok().and_then(|i| nodes.get(i)) else {
