@@ -97,7 +97,7 @@ async fn products_fund_priced_traffic_in_spending_order() {
     assert_eq!((t["requests"].clone(), t["spent"].clone()), (json!(0), json!("0")), "{t}");
 
     // One priced request (2 credits): the subscription's allowance goes first.
-    let resp = gw.chat(&key, &chat_body("gpt-4o-mini", "one")).await;
+    let resp = gw.chat(&key, &capped(chat_body("gpt-4o-mini", "one"))).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     let rec = gw.server.wait_usage(|r| r["requested_model"] == "gpt-4o-mini", Duration::from_secs(5)).await;
     assert_eq!(rec["cost"], MOCK_REPLY_COST, "the config's prices: {rec}");
@@ -109,7 +109,7 @@ async fn products_fund_priced_traffic_in_spending_order() {
     assert_eq!(t["limits"]["rpd"], json!({"limit": 100, "used": 1, "set_by": "acme"}), "{t}");
 
     // The second uses up the allowance and takes the rest from the add-on that ends first.
-    let resp = gw.chat(&key, &chat_body("gpt-4o-mini", "two")).await;
+    let resp = gw.chat(&key, &capped(chat_body("gpt-4o-mini", "two"))).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     let t = api.today_when(acme, |t| t["requests"] == 2).await;
     assert_eq!((t["prompt_tokens"].clone(), t["completion_tokens"].clone()), (json!(20), json!(10)), "{t}");
@@ -139,7 +139,7 @@ async fn today_counts_the_subtree_and_falls_back_to_the_balance() {
     let (_, key) = api.new_key(team).await;
 
     for i in 0..3 {
-        let resp = gw.chat(&key, &chat_body("gpt-4o-mini", &format!("team {i}"))).await;
+        let resp = gw.chat(&key, &capped(chat_body("gpt-4o-mini", &format!("team {i}")))).await;
         assert_eq!(resp.status, 200, "{}", resp.text());
     }
     // Unpriced traffic counts requests and tokens but costs nothing.
@@ -196,4 +196,11 @@ async fn bad_products_are_refused() {
         "unknown account",
     );
     assert_error(&api.get("/accounts/9999/today").await, 404, "not_found", "today of unknown account");
+}
+
+/// A request with an output cap: admission holds its upper-bound cost (input estimate and this cap at the model's
+/// prices) on the funds, so an uncapped request (4096 output tokens assumed) would need far more than it costs.
+fn capped(mut body: serde_json::Value) -> serde_json::Value {
+    body["max_tokens"] = serde_json::json!(8);
+    body
 }

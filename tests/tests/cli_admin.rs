@@ -174,7 +174,13 @@ async fn credits_products_and_explain_through_the_cli() {
     let table = cli.run(&["products", "today", &r]).await.ok();
     assert!(table.contains("subscription") && table.contains("card") && table.contains("balance"), "{table}");
     let (_, key) = api.new_key(research).await;
-    let resp = gw.chat(&key, &chat_body("gpt-4o-mini", "priced")).await;
+    let resp = gw
+        .chat(&key, &{
+            let mut b = chat_body("gpt-4o-mini", "priced");
+            b["max_tokens"] = json!(8);
+            b
+        })
+        .await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     let today = loop {
@@ -199,4 +205,64 @@ async fn credits_products_and_explain_through_the_cli() {
     assert_eq!(out.expect_code(0).json()["allowed"], true);
     let out = cli.run(&["explain", "--key-id", "9999", "--model", "gpt-4o"]).await.expect_code(1);
     assert!(out.stderr.contains("404") || out.stderr.contains("not_found"), "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_through_the_cli() {
+    let (gw, api) = admin_gateway().await;
+    let cli = Cli::new(&gw.server, gw.server.admin_token());
+    let acme = id_of(&api.create_account("acme", None, json!({"allow_models": ["gpt-*"]})).await);
+    let lab = id_of(&api.create_account("lab", Some(acme), json!({})).await);
+    api.credits(acme, "100000").await;
+    api.credits(lab, "10000").await;
+    let (_, acme_key) = api.new_key(acme).await;
+    let (_, lab_key) = api.new_key(lab).await;
+    for (key, model) in [(&acme_key, "gpt-4o"), (&lab_key, "gpt-4o-mini"), (&lab_key, "gpt-4o-mini")] {
+        let resp = gw.chat(key, &chat_body(model, "counted")).await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let grouped = loop {
+        let g = cli.run(&["usage", "--group-by", "model", "--json"]).await.expect_code(0).json();
+        if g["total"]["requests"] == 3 {
+            break g;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "usage never showed 3 requests: {g}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(grouped["rows"][0]["model"], "gpt-4o-mini", "cost descending: {grouped}");
+    assert_eq!((grouped["rows"][0]["requests"].clone(), grouped["rows"][0]["cost"].clone()), (json!(2), json!("4")));
+    // --format json is --json; both are the server's answer.
+    let same = cli.run(&["usage", "--group-by", "model", "--format", "json"]).await.expect_code(0).json();
+    assert_eq!(same, grouped);
+
+    // CSV: the server's text, verbatim.
+    let (from, to) = (utc_date(-1), utc_date(0));
+    let csv = cli.run(&["usage", "--group-by", "model", "--from", &from, "--to", &to, "--format", "csv"]).await.ok();
+    let api_csv = api.get(&format!("/usage?group_by=model&from={from}&to={to}&format=csv")).await.text();
+    assert_eq!(csv, api_csv);
+    assert!(csv.starts_with("model,requests,") && csv.contains("\r\ngpt-4o-mini,2,20,10,"), "{csv}");
+
+    // The ranking of acme's children, as a table with a total line.
+    let table = cli
+        .run(&["usage", "--group-by", "account", "--account", &acme.to_string(), "--rollup", "children", "--top", "1"])
+        .await
+        .ok();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("account") && lines[0].contains("path"), "{table}");
+    assert!(lines[2].contains("acme/lab") && lines[2].trim_end().ends_with('4'), "{table}");
+    assert!(lines.last().is_some_and(|l| l.starts_with("total") && l.trim_end().ends_with('4')), "{table}");
+    // Records, as before.
+    let recs = cli.run(&["usage", "--limit", "2", "--json"]).await.expect_code(0).json();
+    assert_eq!(recs["records"].as_array().map(Vec::len), Some(2), "{recs}");
+    // Usage errors (exit 2) and the server's 400 (exit 1).
+    cli.run(&["usage", "--rollup", "children"]).await.expect_code(2);
+    cli.run(&["usage", "--group-by", "model", "--rollup", "children"]).await.expect_code(2);
+    cli.run(&["usage", "--group-by", "day", "--from", "2026-13-01"]).await.expect_code(2);
+    let out = cli.run(&["usage", "--group-by", "day", "--from", "2026-11-02", "--to", "2026-11-01"]).await;
+    let out = out.expect_code(1);
+    assert!(out.stderr.contains("`from`") && out.stderr.contains("400"), "{}", out.stderr);
+    let out =
+        cli.run(&["usage", "--group-by", "model", "--from", "2026-11-02", "--to", "2026-11-01", "--format", "csv"]);
+    assert!(out.await.expect_code(1).stderr.contains("400"), "a CSV request's error is still the server's message");
 }

@@ -220,8 +220,11 @@ impl Drop for Env {
 // Helpers.
 
 /// `POST /v1/chat/completions` on `server` with `key`.
+/// Capped at 8 output tokens: admission holds the request's upper-bound cost on the funds it draws on.
 async fn chat(server: &XaiServer, key: &str, model: &str, text: &str) -> HttpResponse {
-    client::post_json(&format!("{}/v1/chat/completions", server.url()), Some(key), &chat_body(model, text)).await
+    let mut body = chat_body(model, text);
+    body["max_tokens"] = json!(8);
+    client::post_json(&format!("{}/v1/chat/completions", server.url()), Some(key), &body).await
 }
 
 /// Sends `send()` every [`POLL_EVERY`] until it answers `target` (anything else than `before` fails the test at

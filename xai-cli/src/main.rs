@@ -98,7 +98,7 @@ enum Command {
     /// Upstream providers and the health of their keys
     #[command(subcommand)]
     Providers(ProvidersCommand),
-    /// Recent usage records (newest last)
+    /// Usage: recent records (newest last), or grouped by account, model, day or key; table, JSON or CSV
     Usage(UsageArgs),
     /// Explain the decision for a caller, model and endpoint, step by step (exit 0 allowed, 3 refused)
     #[command(after_help = "Exit code: 0 when the request would be allowed, 3 when it would be refused \
@@ -129,6 +129,16 @@ impl Command {
             Self::Usage(c) => c.render(answer),
             Self::Explain(c) => c.render(answer),
         }
+    }
+
+    /// Whether the answer is printed as JSON although `--json` is not given (`usage --format json`).
+    fn json(&self) -> bool {
+        matches!(self, Self::Usage(c) if c.json())
+    }
+
+    /// Whether a successful answer is printed as the server sent it (`usage --format csv`).
+    fn raw(&self) -> bool {
+        matches!(self, Self::Usage(c) if c.raw())
     }
 
     /// The exit code of a successful call: only `explain` has a verdict of its own.
@@ -206,6 +216,12 @@ fn run(mut cli: Cli, path: &[String]) -> u8 {
             return USAGE_OR_CONNECTION;
         }
     };
+    // `usage --format csv`: the server's CSV, verbatim.
+    if cli.command.raw() && status.is_success() {
+        let mut out = io::stdout().lock();
+        let _ = out.write_all(&body).and_then(|()| out.flush());
+        return OK;
+    }
     let answer = match request::read_answer(status, &body) {
         Ok(v) => v,
         Err(e) => {
@@ -214,7 +230,7 @@ fn run(mut cli: Cli, path: &[String]) -> u8 {
         }
     };
 
-    let text = if cli.json {
+    let text = if cli.json || cli.command.json() {
         serde_json::to_string_pretty(&answer).unwrap_or_else(|_| answer.to_string())
     } else {
         cli.command.render(&answer)

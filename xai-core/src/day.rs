@@ -1,26 +1,130 @@
-//! Calendar days (UTC) for products, day limits and the "today" view.
+//! Calendar days for products, day limits (rpd, tpd, daily_limit), rollups and the "today" view.
+//!
+//! A day starts at midnight in the gateway's time zone ([`set_time_zone`], config `time_zone`; UTC when unset).
+//! Every part of the gateway asks [`Day::of`], so limits, products, usage rollups and the usage API agree on
+//! where a day ends, including across daylight-saving changes (a day may last 23 or 25 hours).
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A time zone's days: the day of an instant and the instants a day starts and ends at.
+#[derive(Debug)]
+pub struct Calendar {
+    name: String,
+    tz: Option<jiff::tz::TimeZone>,
+    /// The last day looked up: `[start, end)` in Unix seconds, and the day (most calls fall in it).
+    last: ArcSwap<(i64, i64, Day)>,
+}
+
+impl Calendar {
+    /// UTC.
+    pub fn utc() -> Calendar {
+        Calendar { name: "UTC".into(), tz: None, last: ArcSwap::from_pointee((0, 86_400, Day(0))) }
+    }
+
+    /// The calendar of an IANA time zone (`Europe/Paris`, `America/New_York`, `UTC`).
+    pub fn new(name: &str) -> Result<Calendar, String> {
+        if name.eq_ignore_ascii_case("utc") || name == "Etc/UTC" {
+            return Ok(Calendar::utc());
+        }
+        let tz = jiff::tz::TimeZone::get(name)
+            .map_err(|_| format!("unknown time zone {name:?} (an IANA name such as \"Europe/Paris\")"))?;
+        Ok(Calendar { name: name.to_string(), tz: Some(tz), last: ArcSwap::from_pointee((0, 0, Day(0))) })
+    }
+
+    /// The zone's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The day of the Unix second `secs`.
+    pub fn day_of_secs(&self, secs: i64) -> Day {
+        let Some(tz) = &self.tz else { return Day(secs.div_euclid(86_400)) };
+        let last = self.last.load();
+        if last.0 <= secs && secs < last.1 {
+            return last.2;
+        }
+        let Ok(ts) = jiff::Timestamp::from_second(secs) else { return Day(secs.div_euclid(86_400)) };
+        let date = ts.to_zoned(tz.clone()).date();
+        let day = Day::from_ymd(date.year() as i64, date.month() as u32, date.day() as u32).unwrap_or(Day(0));
+        let (start, end) = self.bounds(day);
+        self.last.store(Arc::new((start, end, day)));
+        day
+    }
+
+    /// The day of `t`.
+    pub fn day_of(&self, t: SystemTime) -> Day {
+        self.day_of_secs(unix_secs(t))
+    }
+
+    /// When `day` starts and ends (the next day's start), in Unix seconds.
+    pub fn bounds(&self, day: Day) -> (i64, i64) {
+        let Some(tz) = &self.tz else { return (day.0 * 86_400, (day.0 + 1) * 86_400) };
+        let start = |d: Day| -> i64 {
+            let (y, m, dd) = d.ymd();
+            jiff::civil::Date::new(y as i16, m as i8, dd as i8)
+                .ok()
+                .and_then(|date| date.to_zoned(tz.clone()).ok())
+                .map_or(d.0 * 86_400, |z| z.timestamp().as_second())
+        };
+        (start(day), start(Day(day.0 + 1)))
+    }
+
+    /// Time left until the day of `now` ends (at least one second).
+    pub fn until_midnight(&self, now: SystemTime) -> Duration {
+        let secs = unix_secs(now);
+        let (_, end) = self.bounds(self.day_of_secs(secs));
+        Duration::from_secs((end - secs).max(1) as u64)
+    }
+}
+
+fn unix_secs(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs_f64().ceil() as i64),
+    }
+}
+
+static CALENDAR: std::sync::LazyLock<ArcSwap<Calendar>> =
+    std::sync::LazyLock::new(|| ArcSwap::from_pointee(Calendar::utc()));
+
+/// Sets the gateway's time zone (at start, before traffic: days already counted keep their numbers).
+pub fn set_time_zone(name: &str) -> Result<(), String> {
+    CALENDAR.store(Arc::new(Calendar::new(name)?));
+    Ok(())
+}
+
+/// The gateway's calendar.
+pub fn calendar() -> Arc<Calendar> {
+    CALENDAR.load_full()
+}
+
+/// Time left until the gateway's day ends.
+pub fn until_midnight() -> Duration {
+    CALENDAR.load().until_midnight(SystemTime::now())
+}
 
 /// A civil day, as days since 1970-01-01.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Day(pub i64);
 
 impl Day {
-    /// The UTC day of `t`.
+    /// The day of `t` in the gateway's time zone.
     pub fn of(t: SystemTime) -> Day {
-        let secs = match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => d.as_secs() as i64,
-            Err(e) => -(e.duration().as_secs() as i64),
-        };
-        Day(secs.div_euclid(86_400))
+        CALENDAR.load().day_of(t)
     }
 
-    /// Today (UTC).
+    /// The day of the Unix second `secs` in the gateway's time zone.
+    pub fn of_secs(secs: i64) -> Day {
+        CALENDAR.load().day_of_secs(secs)
+    }
+
+    /// Today in the gateway's time zone.
     pub fn today() -> Day {
         Day::of(SystemTime::now())
     }
@@ -108,6 +212,29 @@ mod tests {
         assert!("2026-13-01".parse::<Day>().is_err());
         assert!("26-1-1".parse::<Day>().is_err());
         assert_eq!(Day::of(UNIX_EPOCH + std::time::Duration::from_secs(86_400 * 3 + 5)), Day(3));
+    }
+
+    #[test]
+    fn a_zone_moves_midnight_and_daylight_saving_days_have_23_or_25_hours() {
+        let paris = Calendar::new("Europe/Paris").unwrap();
+        let d = "2026-03-29".parse::<Day>().unwrap(); // clocks go forward at 02:00
+        let (start, end) = paris.bounds(d);
+        assert_eq!(end - start, 23 * 3600);
+        assert_eq!(start, d.0 * 86_400 - 3600, "midnight in Paris is 23:00 UTC the day before in winter");
+        let (s2, e2) = paris.bounds("2026-10-25".parse().unwrap());
+        assert_eq!(e2 - s2, 25 * 3600);
+        // 23:30 UTC on the 28th is already the 29th in Paris, still the 28th in UTC.
+        let t = d.0 * 86_400 - 1800;
+        assert_eq!(paris.day_of_secs(t), d);
+        assert_eq!(Calendar::utc().day_of_secs(t), Day(d.0 - 1));
+        // The cached day answers the same as a fresh lookup, on both sides of each bound.
+        for x in [start - 1, start, end - 1, end, t, start + 7200] {
+            assert_eq!(paris.day_of_secs(x), Calendar::new("Europe/Paris").unwrap().day_of_secs(x), "{x}");
+        }
+        let ny = Calendar::new("America/New_York").unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(d.0 as u64 * 86_400 + 3 * 3600); // 03:00 UTC = 23:00 EDT
+        assert_eq!(ny.until_midnight(now), Duration::from_secs(3600));
+        assert!(Calendar::new("Mars/Olympus").unwrap_err().contains("unknown time zone"));
     }
 
     proptest! {

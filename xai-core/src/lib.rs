@@ -64,6 +64,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod anomaly;
 pub mod body;
 pub mod control;
 pub mod day;
@@ -90,7 +91,7 @@ pub use protocol::{Endpoint, EndpointKind, Protocol};
 pub use routing::{Provider, RoutePlan, RouteTable, UpstreamKey};
 pub use secret::{KeyDigest, Secret};
 pub use traits::{
-    Adapters, AdmitRequest, BodySpans, BoxFuture, Exhausted, KeyPool, Lease, Maybe, Meter, ModelInfo, PolicyStore,
-    ProtocolAdapter, RequestMeta, Reservation, StreamTap, UpstreamClient,
+    Adapters, AdmitRequest, BodySpans, BoxFuture, Exhausted, Funds, KeyPool, Lease, Maybe, Meter, ModelInfo,
+    PolicyStore, ProtocolAdapter, RateInfo, RequestMeta, Reservation, StreamTap, UpstreamClient,
 };
 pub use usage::{AttemptRecord, Outcome, Price, RecordStatus, Usage, UsageRecord};

@@ -12,6 +12,7 @@ use crate::body::Body;
 use crate::error::{BoxError, GatewayError};
 use crate::ids::{AccountId, Level, UpstreamKeyId};
 use crate::ir::{ChatRequest, ChatResponse, StreamDecoder, StreamEncoder};
+use crate::money::Micros;
 use crate::policy::Principal;
 use crate::protocol::{Endpoint, Protocol};
 use crate::routing::{Provider, RouteTable, UpstreamKey};
@@ -102,6 +103,25 @@ pub struct AdmitRequest<'a> {
     pub estimate_tokens: u64,
     /// The route step's resolution, when routing ran: per-model limits match the name each account saw.
     pub resolution: Option<&'a crate::policy::ModelResolution>,
+    /// Upper-bound cost of the request (the token estimate at the model's prices); zero when unpriced.
+    pub cost: Micros,
+    /// The funds the request draws on, when budgets apply (filled by [`crate::control::SpendingMeter`]).
+    pub funds: Option<Funds>,
+}
+
+/// The funds a request draws on, as the control plane sees them at admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Funds {
+    /// The account that pays: the caller, or its nearest funded ancestor.
+    pub account: AccountId,
+    /// What its sources hold right now: today's subscription allowance left, add-ons, cards and balance.
+    pub available: Micros,
+    /// The total cost the control plane has charged to this account since it was loaded (own settlements, and
+    /// every settlement reflected in a reload). A meter compares it with the settlements it has seen to count
+    /// the ones the control plane has not applied yet, so a settlement is never missed nor counted twice.
+    pub applied: i64,
+    /// Bumped when the control plane reloads balances from the store (the `applied` baseline moves).
+    pub generation: u64,
 }
 
 /// A reservation taken at admission, settled by [`Meter::record`].
@@ -115,6 +135,37 @@ pub struct Reservation {
     pub slot: u64,
     /// The counters charged (accounts, keys, per-model rules), for settlement.
     pub nodes: Arc<[LimitNode]>,
+    /// Cost held on the paying account's funds and on every daily credit limit of the path, until settlement.
+    pub cost: Micros,
+    /// The account whose funds hold `cost`, when budgets applied.
+    pub funder: Option<AccountId>,
+    /// The tightest request and token bounds at admission, for `x-ratelimit-*` headers.
+    pub rate: Option<RateInfo>,
+}
+
+/// The tightest bounds a request met at admission, as OpenAI's `x-ratelimit-*` headers show them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateInfo {
+    /// Requests: (limit, remaining after this request, seconds until the window frees one).
+    pub requests: Option<(u64, u64, u64)>,
+    /// Tokens: (limit, remaining after this request's estimate, seconds until the window frees some).
+    pub tokens: Option<(u64, u64, u64)>,
+}
+
+impl RateInfo {
+    /// Keeps the tighter of `self.requests` and `(limit, remaining, reset)`.
+    pub fn requests_bound(&mut self, limit: u64, remaining: u64, reset: u64) {
+        if self.requests.is_none_or(|(_, r, _)| remaining < r) {
+            self.requests = Some((limit, remaining, reset));
+        }
+    }
+
+    /// Keeps the tighter of `self.tokens` and `(limit, remaining, reset)`.
+    pub fn tokens_bound(&mut self, limit: u64, remaining: u64, reset: u64) {
+        if self.tokens.is_none_or(|(_, r, _)| remaining < r) {
+            self.tokens = Some((limit, remaining, reset));
+        }
+    }
 }
 
 /// A counter that admission charges.
@@ -132,7 +183,15 @@ pub enum LimitNode {
 
 impl Default for Reservation {
     fn default() -> Self {
-        Self { chain: None, tokens: 0, slot: 0, nodes: Arc::from(Vec::new()) }
+        Self {
+            chain: None,
+            tokens: 0,
+            slot: 0,
+            nodes: Arc::from(Vec::new()),
+            cost: Micros::ZERO,
+            funder: None,
+            rate: None,
+        }
     }
 }
 

@@ -36,22 +36,29 @@ impl Usage {
     }
 }
 
-/// Prices of one model, in micro-credits per million tokens (or per unit for images and searches).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+/// Prices of one model, in micro-credits per million tokens (or per unit for images and searches). In JSON: decimal
+/// credit strings (`"0.15"`), unset optional rates omitted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Price {
     /// Uncached input.
     pub input: Micros,
     /// Output (non-reasoning).
     pub output: Micros,
     /// Cached input read; defaults to `input` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_input: Option<Micros>,
     /// Cache write; defaults to `input` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_write: Option<Micros>,
     /// Reasoning; defaults to `output` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<Micros>,
     /// Per image.
+    #[serde(default)]
     pub per_image: Micros,
     /// Per search call.
+    #[serde(default)]
     pub per_search: Micros,
 }
 

@@ -13,8 +13,10 @@ use subtle::ConstantTimeEq;
 use xai_core::control::{AdminError, ControlPlane, Scope};
 use xai_core::memory::InMemoryKeyPool;
 use xai_core::policy::{Role, Status};
+use xai_core::usage::UsageRecord;
 use xai_core::{AccountId, Body, KeyDigest, KeyId, Meter, Micros, PolicyStore, body};
-use xai_store::usage::UsageDb;
+use xai_store::usage::{UsageDb, UsageRow};
+use xai_store::usage_query::{self, Format, GroupKey, UsageFilter, UsageQuery, records_csv};
 
 /// What the admin API needs.
 #[derive(Clone)]
@@ -33,6 +35,8 @@ pub struct Admin {
     pub meter: Arc<dyn Meter>,
     /// Key health source.
     pub pool: Arc<InMemoryKeyPool>,
+    /// What happens to unpriced models (`free` or `refuse`), for `GET /pricing`.
+    pub unpriced: &'static str,
 }
 
 impl std::fmt::Debug for Admin {
@@ -159,8 +163,19 @@ impl Admin {
         };
         let path = parts.uri.path().trim_end_matches('/').to_string();
         let segs: Vec<&str> = path.trim_start_matches("/admin/v1/").split('/').collect();
+        if segs.first() == Some(&"pricing") {
+            return self.pricing(scope, &parts.method, &segs, &body).await.unwrap_or_else(admin_error);
+        }
         if parts.method == Method::GET && segs == ["usage"] {
             return self.usage(scope, &parts.uri).await.unwrap_or_else(admin_error);
+        }
+        if parts.method == Method::GET && matches!(segs[..], ["anomalies"] | ["audit"]) {
+            let r = if segs == ["audit"] {
+                crate::admin_anomaly::audit(self, scope, &parts.uri).await
+            } else {
+                crate::admin_anomaly::anomalies(self, scope, &parts.uri).await
+            };
+            return r.unwrap_or_else(admin_error);
         }
         let answer = match self.route(scope, &parts.method, &segs, &body) {
             Ok(r) => r,
@@ -245,48 +260,117 @@ impl Admin {
                     .ok_or_else(|| AdminError::NotFound(format!("no upstream key {k}")))?;
                 ok(&h)
             }
-            (_, ["anomalies"]) => Err(AdminError::Invalid("anomaly detection is not built yet".into())),
+            // GET is answered by `crate::admin_anomaly` before `route` (it reads the usage database).
+            (_, ["anomalies"] | ["audit"]) => {
+                Err(AdminError::BadRequest(format!("/admin/v1/{} is read-only: use GET", segs.join("/"))))
+            }
             _ => Err(AdminError::NotFound(format!("no admin endpoint {m} /admin/v1/{}", segs.join("/")))),
         }
     }
 
-    /// Recent usage: what the database holds plus what is still on its way there, newest last.
+    /// `GET /admin/v1/usage`: without `group_by`, the most recent records (what the database holds plus what is
+    /// still on its way there, newest last); with it, aggregates (xai_store::usage_query). Both take the filters
+    /// `account` (and its subtree), `model`, `key`, `from`, `to`, and answer JSON or, with `format=csv`, CSV.
     async fn usage(&self, scope: Scope, uri: &http::Uri) -> Answer {
-        let limit = query(uri, "limit").and_then(|v| v.parse::<usize>().ok()).unwrap_or(100).min(10_000);
-        let path = match scope {
-            Scope::Root => None,
-            Scope::Subtree(s) => Some(self.control.account(scope, s)?.account.path.to_string()),
-        };
-        let mut memory = self.meter.recent(10_000);
-        if let Scope::Subtree(s) = scope {
-            memory.retain(|r| r.chain.contains(&s));
-        }
-        let mut rows: Vec<serde_json::Value> = match &self.sql {
-            Some(sql) => {
-                let db = sql
-                    .sqlite_pool()
-                    .cloned()
-                    .map(UsageDb::Sqlite)
-                    .or_else(|| sql.postgres_pool().cloned().map(UsageDb::Postgres));
-                match db {
-                    Some(db) => db.recent(limit as i64, path.as_deref()).await.map_err(|e| {
-                        tracing::warn!(error = %e, "reading usage failed");
-                        AdminError::Invalid("usage records are unavailable: the database did not answer".into())
-                    })?,
-                    None => vec![],
-                }
+        let q = UsageQuery::parse(uri.query()).map_err(bad)?;
+        // `account=` is resolved through the control plane, which refuses accounts outside the caller's subtree.
+        let (under, path) = match (q.account, scope) {
+            (Some(a), _) => {
+                let a = self.control.account(scope, AccountId(a))?;
+                (Some(a.account.id), Some(a.account.path.to_string()))
             }
-            None => vec![],
+            (None, Scope::Subtree(s)) => (Some(s), Some(self.control.account(scope, s)?.account.path.to_string())),
+            (None, Scope::Root) => (None, None),
         };
-        let seen: std::collections::HashSet<String> =
-            rows.iter().filter_map(|r| r["request_id"].as_str().map(str::to_string)).collect();
-        for r in memory.into_iter().filter(|r| !seen.contains(&*r.request_id.0)) {
-            rows.push(serde_json::to_value(&r).unwrap_or_default());
+        let filter = q.filter(path.clone());
+        let db = self.sql.as_ref().and_then(|sql| {
+            sql.sqlite_pool()
+                .cloned()
+                .map(UsageDb::Sqlite)
+                .or_else(|| sql.postgres_pool().cloned().map(UsageDb::Postgres))
+        });
+        let unavailable = |e: sqlx::Error| {
+            tracing::warn!(error = %e, "reading usage failed");
+            AdminError::Invalid("usage records are unavailable: the database did not answer".into())
+        };
+        // In memory: the meter's recent records under the account (by its id chain, so renames do not matter),
+        // through the same filter minus the path.
+        let memory = || -> Vec<UsageRecord> {
+            let rest = UsageFilter { path: None, ..filter.clone() };
+            let mut m = self.meter.recent(10_000);
+            m.retain(|r| under.is_none_or(|a| r.chain.contains(&a)) && rest.matches(&UsageRow::from(r)));
+            m
+        };
+        let Some(by) = q.group_by else {
+            let limit = q.limit;
+            let mut rows: Vec<serde_json::Value> = match &db {
+                Some(db) => db.records(limit as i64, &filter).await.map_err(unavailable)?,
+                None => vec![],
+            };
+            let seen: std::collections::HashSet<String> =
+                rows.iter().filter_map(|r| r["request_id"].as_str().map(str::to_string)).collect();
+            for r in memory().into_iter().filter(|r| !seen.contains(&*r.request_id.0)) {
+                rows.push(serde_json::to_value(&r).unwrap_or_default());
+            }
+            rows.sort_by(|a, b| a["time"].as_str().cmp(&b["time"].as_str()));
+            let skip = rows.len().saturating_sub(limit);
+            rows.drain(..skip);
+            return match q.format {
+                Format::Json => ok(&serde_json::json!({ "records": rows })),
+                Format::Csv => Ok(csv(records_csv(&rows))),
+            };
+        };
+        // With a database, aggregates are over what it holds (records reach it within the writer's batch wait);
+        // without one, over the meter's recent records.
+        let groups = match &db {
+            Some(db) => db.aggregate(&filter, by).await.map_err(unavailable)?,
+            None => {
+                let rows: Vec<UsageRow> = memory().iter().map(UsageRow::from).collect();
+                usage_query::aggregate(&rows, &UsageFilter { path: None, ..filter.clone() }, by)
+            }
+        };
+        let mut report = usage_query::report(groups, &q, path.as_deref());
+        if report.rows.iter().any(|r| matches!(r.key, GroupKey::Account { id: None, .. })) {
+            let ids =
+                self.control.accounts(scope).into_iter().map(|a| (a.account.path.to_string(), a.account.id.0 as i64));
+            usage_query::fill_account_ids(&mut report.rows, &ids.collect());
         }
-        rows.sort_by(|a, b| a["time"].as_str().cmp(&b["time"].as_str()));
-        let skip = rows.len().saturating_sub(limit);
-        rows.drain(..skip);
-        ok(&serde_json::json!({ "records": rows }))
+        match q.format {
+            Format::Json => ok(&report.to_json()),
+            Format::Csv => Ok(csv(report.to_csv())),
+        }
+    }
+
+    /// `GET /pricing` (every price and what happens to unpriced models), `PUT /pricing/{model}` (root: set, saved
+    /// and announced to every instance), `DELETE /pricing/{model}`.
+    async fn pricing(&self, scope: Scope, m: &Method, segs: &[&str], body: &Bytes) -> Answer {
+        let model = segs.get(1..).map(|s| s.join("/")).filter(|s| !s.is_empty());
+        let model: Option<String> = model.map(|s| percent_decode(&s));
+        match (m, model) {
+            (&Method::GET, None) => ok(&serde_json::json!({
+                "unpriced": self.unpriced,
+                "unpriced_requests": xai_core::layers::admit::UNPRICED_REQUESTS.load(std::sync::atomic::Ordering::Relaxed),
+                "prices": self.control.prices(),
+            })),
+            (&Method::GET, Some(model)) => {
+                let prices = self.control.prices();
+                let p = prices.get(&model).ok_or_else(|| AdminError::NotFound(format!("no price for {model:?}")))?;
+                ok(&serde_json::json!({"model": model, "price": p}))
+            }
+            (&Method::PUT | &Method::DELETE, Some(model)) => {
+                let price: Option<xai_core::Price> = if m == Method::PUT { Some(parse(body)?) } else { None };
+                self.control.set_price(scope, &model, price)?;
+                if let Some(sql) = &self.sql
+                    && let Err(e) = sql.save_price(&model, price.as_ref()).await
+                {
+                    tracing::error!(error = %e, "saving a price failed");
+                    return Err(AdminError::Invalid("the price is applied here but could not be saved".into()));
+                }
+                self.feed.publish(&self.instance).await;
+                ok(&serde_json::json!({"model": model, "price": price}))
+            }
+            _ => Err(AdminError::NotFound(format!("no admin endpoint {m} /admin/v1/{}", segs.join("/")))),
+        }
     }
 
     fn providers(&self) -> serde_json::Value {
@@ -314,6 +398,30 @@ fn futures_ready<T>(m: xai_core::Maybe<'_, T>) -> Option<T> {
     }
 }
 
-fn query<'a>(uri: &'a http::Uri, name: &str) -> Option<&'a str> {
-    uri.query()?.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+/// A `text/csv` answer.
+fn csv(text: String) -> Response<Body> {
+    let mut r = Response::new(body::full(Bytes::from(text)));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    r
+}
+
+/// `%2A` → `*` and the like, for model names in paths.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(x) if b[i] == b'%' => {
+                out.push(x);
+                i += 3;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -51,6 +51,34 @@ pub struct Config {
     /// Prices per model.
     #[serde(default)]
     pub pricing: BTreeMap<String, PriceCfg>,
+    /// Billing: the day's time zone, unpriced models.
+    #[serde(default)]
+    pub billing: BillingSection,
+    /// Anomaly detection (docs/anomalies.md).
+    #[serde(default)]
+    pub anomalies: xai_core::anomaly::AnomalyConfig,
+}
+
+/// `[billing]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingSection {
+    /// The IANA time zone whose midnight starts a new day for rpd, tpd, daily_limit, subscriptions and rollups
+    /// (default UTC).
+    pub time_zone: Option<String>,
+    /// A request for a model without a price: `"free"` (served at zero cost, counted and logged) or `"refuse"`.
+    pub unpriced: UnpricedCfg,
+}
+
+/// `[billing] unpriced`
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UnpricedCfg {
+    /// Served at zero cost.
+    #[default]
+    Free,
+    /// Refused with 403 `model_not_priced`.
+    Refuse,
 }
 
 /// `[server]`
@@ -177,6 +205,9 @@ pub struct AccountCfg {
     pub daily_limit: Option<Micros>,
     /// Initial credits (decimal string).
     pub credits: Option<Micros>,
+    /// Disable the account when anomaly detection flags it (docs/anomalies.md).
+    #[serde(default)]
+    pub freeze_on_anomaly: Option<bool>,
 }
 
 /// `[pricing."model"]`, credits per million tokens.
@@ -300,6 +331,11 @@ impl Config {
 
     fn validate(&self, text: &str) -> Vec<ConfigError> {
         let mut errs = Vec::new();
+        if let Some(tz) = &self.billing.time_zone
+            && let Err(e) = xai_core::day::Calendar::new(tz)
+        {
+            errs.push(ConfigError { line: None, message: format!("billing.time_zone: {e}") });
+        }
         let mut err = |span: std::ops::Range<usize>, m: String| {
             errs.push(ConfigError { line: Some(line_of(text, span.start)), message: m })
         };
@@ -393,6 +429,10 @@ impl Config {
             max_attempts: r.max_attempts.max(1),
             default_retry_after: Duration::from_millis(r.default_retry_after_ms),
             default_max_tokens: r.default_max_tokens,
+            unpriced: match self.billing.unpriced {
+                UnpricedCfg::Free => xai_core::layers::Unpriced::Free,
+                UnpricedCfg::Refuse => xai_core::layers::Unpriced::Refuse,
+            },
             ..GatewayConfig::default()
         }
     }
@@ -461,6 +501,7 @@ impl Config {
                 tpd: a.tpd,
                 daily_limit: a.daily_limit,
                 model_limits: Vec::new(),
+                freeze_on_anomaly: a.freeze_on_anomaly,
             };
             accounts.push(Account {
                 id,

@@ -86,6 +86,7 @@ pub async fn save(sql: &SqlStore, control: &ControlPlane, changes: Changes) -> R
     }));
     list.extend(changes.entries.iter().map(Change::Ledger));
     list.extend(rows.iter().map(Change::Product));
+    list.extend(changes.audit.iter().map(Change::Audit));
     match sql.save(&list).await {
         Ok(()) => Ok(()),
         Err(e) => {
@@ -120,6 +121,8 @@ pub async fn open(url: &str, data_dir: &Path, config: Catalog) -> Result<Durable
         key_meta: snap.key_meta.iter().map(|m| (m.id, m.name.clone(), m.created_at)).collect(),
         ledger: snap.ledger,
         products: snap.products.iter().map(product_of).collect(),
+        // The audit trail stays in the database (`GET /admin/v1/audit` reads it there).
+        audit: vec![],
     };
     let control = Arc::new(ControlPlane::restore(saved).map_err(|e| format!("restoring state: {e}"))?);
     control.import(&config).map_err(|e| format!("applying the configuration: {e}"))?;
@@ -193,6 +196,23 @@ pub fn limits(redis_url: Option<&str>, prefix: &str) -> Result<Limits, String> {
 /// Balance shown in summaries.
 pub fn total_credits(control: &ControlPlane) -> Micros {
     Micros(control.total_balance().clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+}
+
+/// Applies the prices set through the admin API (they take precedence over the configuration's `[pricing]`).
+pub async fn apply_saved_prices(sql: &SqlStore, control: &ControlPlane) {
+    match sql.load_prices().await {
+        Ok(prices) => {
+            let current = control.prices();
+            for (model, price) in prices {
+                if current.get(&model) != Some(&price)
+                    && let Err(e) = control.set_price(xai_core::control::Scope::Root, &model, Some(price))
+                {
+                    tracing::warn!(model, error = %e, "a saved price was not applied");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "loading saved prices failed"),
+    }
 }
 
 #[cfg(test)]

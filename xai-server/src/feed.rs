@@ -149,6 +149,7 @@ async fn reload(sql: &SqlStore, control: &ControlPlane) {
                 Ok(()) => tracing::debug!("reloaded the account tree after a change elsewhere"),
                 Err(e) => tracing::warn!(error = %e, "reloading the account tree failed"),
             }
+            crate::durable::apply_saved_prices(sql, control).await;
         }
         Err(e) => tracing::warn!(error = %e, "reloading the account tree failed"),
     }

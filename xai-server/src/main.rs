@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod admin_anomaly;
+mod anomaly_task;
 mod config;
 mod durable;
 mod feed;
@@ -176,9 +178,13 @@ async fn run(cli: Cli) -> Result<(), String> {
         None => Config::default(),
     };
     init_logging(cfg.server.access_log);
+    if let Some(tz) = &cfg.billing.time_zone {
+        xai_core::day::set_time_zone(tz)?;
+    }
     let data_dir = cli.data_dir.clone().or_else(|| cfg.data_dir.clone()).unwrap_or_else(|| PathBuf::from("xai-data"));
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
     let mut notes = Vec::new();
+    notes.push(format!("days start at midnight {}", xai_core::day::calendar().name()));
     notes.push(match &cli.config {
         Some(p) => format!("config: {}", p.display()),
         None => "config: none, embedded default (pass --config FILE to add providers and accounts)".into(),
@@ -222,6 +228,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         Some(s) => s.control.clone(),
         None => Arc::new(xai_core::control::ControlPlane::new(catalog).map_err(|e| e.to_string())?),
     };
+    if let Some(s) = &state {
+        durable::apply_saved_prices(&s.sql, &control).await;
+    }
     notes.push(format!(
         "restored: {} accounts, {} credits in balances",
         control.accounts(xai_core::control::Scope::Root).len(),
@@ -259,6 +268,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         None => (spending, None, None),
     };
+    admin_anomaly::configure(cfg.anomalies.clone());
+    let anomaly_scans = state.as_ref().map(|s| {
+        anomaly_task::spawn(s.sql.clone(), control.clone(), feed.clone(), instance.clone(), cfg.anomalies.clone())
+    });
     let metrics = Arc::new(metrics::Metrics::new(pool.clone(), limits.redis.clone(), usage));
     let upstream = Arc::new(
         upstream::HyperUpstream::new(Duration::from_millis(cfg.routing.connect_timeout_ms))
@@ -300,6 +313,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             instance,
             meter: meter.clone(),
             pool,
+            unpriced: match cfg.billing.unpriced {
+                config::UnpricedCfg::Free => "free",
+                config::UnpricedCfg::Refuse => "refuse",
+            },
         },
         store: store as Arc<dyn PolicyStore>,
         sql: state.as_ref().map(|s| s.sql.clone()),
@@ -308,6 +325,9 @@ async fn run(cli: Cli) -> Result<(), String> {
     };
     server::serve(listener, app, Duration::from_millis(cfg.server.shutdown_grace_ms), server::signal()).await;
     // The drain has ended and usage is flushed: save the last balances and counters.
+    if let Some(scans) = anomaly_scans {
+        scans.abort();
+    }
     if let (Some(s), Some(saver)) = (&state, saver) {
         saver.abort();
         // Bounded: a database that refuses connections must not keep the process past an orchestrator's patience.

@@ -10,6 +10,7 @@
 //! | `xai_redis_degraded_admissions_total` | counter | requests admitted on per-instance limits during outages |
 //! | `xai_redis_outages_total` | counter | Redis outages seen |
 //! | `xai_redis_leased_admissions_total` | counter | requests admitted from a lease, without a Redis round trip |
+//! | `xai_unpriced_requests_total` | counter | requests served at zero cost because their model has no price |
 //! | `xai_usage_queued` | gauge | usage records waiting for the database writer |
 //! | `xai_usage_written_total` | counter | usage records inserted |
 //! | `xai_usage_spooled_total` | counter | usage records appended to the local spool (database unreachable) |
@@ -55,6 +56,14 @@ impl Metrics {
         let mut o = String::with_capacity(2048);
         push_header(&mut o, "xai_up_seconds", "gauge", "Seconds since this instance started.");
         let _ = writeln!(o, "xai_up_seconds {:.3}", self.started.elapsed().as_secs_f64());
+        push_header(
+            &mut o,
+            "xai_unpriced_requests_total",
+            "counter",
+            "Requests served at zero cost because their model has no price.",
+        );
+        let unpriced = xai_core::layers::admit::UNPRICED_REQUESTS.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(o, "xai_unpriced_requests_total {unpriced}");
         push_header(&mut o, "xai_responses_total", "counter", "Gateway answers by HTTP status class.");
         for (i, c) in self.responses.iter().enumerate().skip(1) {
             let _ = writeln!(o, "xai_responses_total{{class=\"{i}xx\"}} {}", c.load(Ordering::Relaxed));

@@ -7,11 +7,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod prices;
 pub mod redis_limits;
 pub mod secrets;
 pub mod sql;
 pub mod usage;
 pub mod usage_query;
+pub mod usage_series;
 
 /// Test support: a throwaway Postgres database and Redis key prefix per test run.
 #[cfg(test)]

@@ -39,7 +39,9 @@ use tokio::sync::Notify;
 use xai_core::memory::{InMemoryMeter, Who};
 use xai_core::policy::Limits;
 use xai_core::traits::{LimitNode, StoreError};
-use xai_core::{AdmitRequest, BoxFuture, GatewayError, Maybe, Meter, Reservation, UsageRecord};
+use xai_core::{
+    AccountId, AdmitRequest, BoxFuture, Funds, GatewayError, Maybe, Meter, Micros, RateInfo, Reservation, UsageRecord,
+};
 
 /// Marks a reservation taken in Redis (its slot is the unix second); local reservations never set it.
 const REDIS_SLOT: u64 = 1 << 63;
@@ -49,6 +51,8 @@ const WINDOW: u64 = 60;
 const WINDOW_TTL: u64 = 2 * WINDOW;
 /// TTL of the day hashes.
 const DAY_TTL: u64 = 2 * 86_400;
+/// TTL of a fund hash (refreshed by every admission and settlement of the account).
+const FUND_TTL: u64 = 30 * 86_400;
 /// Default bound on one admission round trip.
 const ADMIT_TIMEOUT: Duration = Duration::from_millis(50);
 /// Bound on one settlement round trip.
@@ -67,22 +71,48 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// KEYS: per node `i` (1-based), `KEYS[2i-1]` its minute hash, `KEYS[2i]` its day hash.
 /// The minute hash holds 60 one-second buckets (`s<n>` the bucket's second, `r<n>` requests, `t<n>` tokens, `n` =
 /// second mod 60), so it never grows; a bucket counts while its second is within the last minute.
+/// With funds, the last key is the paying account's fund hash (`held`: cost held by admitted requests, `settled`:
+/// cost settled in all, and per instance `g:<id>`/`b:<id>`: the control-plane generation and the `settled` value
+/// its `applied` counts from).
 /// ARGV: now (unix second), estimate tokens, minute TTL, day TTL, bucket index, lease wanted (extra requests),
-/// lease minimum headroom, then per node five limits (rpm, tpm, rpd, tpd, daily micro-credits), an empty string
-/// when unbounded.
-/// Returns `{1, leased}` when admitted (`leased` extra requests, each with the estimate in tokens, were charged
-/// too), else `{0, node index, bound (1 rpm, 2 tpm, 3 rpd, 4 tpd, 5 daily), retry secs}`.
+/// lease minimum headroom, cost held (micro-credits), funded (`1`/`0`), available funds, applied, generation,
+/// instance id, fund TTL, then per node five limits (rpm, tpm, rpd, tpd, daily micro-credits), an empty string
+/// when unbounded. A day hash's `h` is the cost held against `daily_limit` by unsettled requests.
+/// Returns `{1, leased, request limit, requests left, reset, token limit, tokens left, reset}` when admitted
+/// (`leased` extra requests, each with the estimate in tokens, were charged too; a limit of 0 means none; a reset
+/// of -1 means midnight), else `{0, node index, bound (1 rpm, 2 tpm, 3 rpd, 4 tpd, 5 daily, 6 funds), retry secs
+/// or credits left}`.
 const ADMIT_LUA: &str = r"
 local now = tonumber(ARGV[1])
 local est = tonumber(ARGV[2])
 local wttl, dttl, idx = ARGV[3], ARGV[4], ARGV[5]
 local g, lmin = tonumber(ARGV[6]), tonumber(ARGV[7])
+local cost, funded = tonumber(ARGV[8]), ARGV[9] == '1'
 local per = 16 * math.max(est, 1)
 local n = #KEYS / 2
+local fk = nil
+if funded then
+  n = (#KEYS - 1) / 2
+  fk = KEYS[#KEYS]
+  local inst = ARGV[13]
+  local fv = redis.call('HMGET', fk, 'held', 'settled', 'g:' .. inst, 'b:' .. inst)
+  local held, settled = tonumber(fv[1]) or 0, tonumber(fv[2]) or 0
+  local applied = tonumber(ARGV[11])
+  local base = tonumber(fv[4])
+  if fv[3] ~= ARGV[12] or base == nil then
+    base = settled - applied
+    redis.call('HSET', fk, 'g:' .. inst, ARGV[12], 'b:' .. inst, base)
+    redis.call('EXPIRE', fk, ARGV[14])
+  end
+  local unapplied = math.max(0, settled - base - applied)
+  local free = tonumber(ARGV[10]) - unapplied - held
+  if cost > free then return {0, 0, 6, math.max(free, 0)} end
+end
+local rrem, rlim, rres, trem, tlim, tres = -1, 0, 0, -1, 0, 0
 for i = 1, n do
   local w = KEYS[2 * i - 1]
   local d = KEYS[2 * i]
-  local b = 7 + (i - 1) * 5
+  local b = 14 + (i - 1) * 5
   local rpm, tpm = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
   local rpd, tpd, daily = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
   if rpm or tpm then
@@ -106,6 +136,8 @@ for i = 1, n do
     if oldest then retry = math.max(1, oldest + 60 - now) end
     if rpm and r + 1 > rpm then return {0, i, 1, retry} end
     if tpm and t + est > tpm then return {0, i, 2, retry} end
+    if rpm and (rrem < 0 or rpm - r - 1 < rrem) then rrem, rlim, rres = rpm - r - 1, rpm, retry end
+    if tpm and (trem < 0 or tpm - t - est < trem) then trem, tlim, tres = tpm - t - est, tpm, retry end
     if rpm then
       local h = rpm - r - 1
       if h >= lmin then g = math.min(g, math.floor(h / 16)) else g = 0 end
@@ -113,11 +145,14 @@ for i = 1, n do
     if tpm then g = math.min(g, math.floor((tpm - t - est) / per)) end
   end
   if rpd or tpd or daily then
-    local day = redis.call('HMGET', d, 'r', 't', 's')
+    local day = redis.call('HMGET', d, 'r', 't', 's', 'h')
     local dr, dt, ds = tonumber(day[1]) or 0, tonumber(day[2]) or 0, tonumber(day[3]) or 0
+    local dh = tonumber(day[4]) or 0
     if rpd and dr + 1 > rpd then return {0, i, 3, 0} end
     if tpd and dt + est > tpd then return {0, i, 4, 0} end
-    if daily and ds >= daily then return {0, i, 5, 0} end
+    if daily and (ds + dh >= daily or ds + dh + cost > daily) then return {0, i, 5, math.max(0, daily - ds - dh)} end
+    if rpd and (rrem < 0 or rpd - dr - 1 < rrem) then rrem, rlim, rres = rpd - dr - 1, rpd, -1 end
+    if tpd and (trem < 0 or tpd - dt - est < trem) then trem, tlim, tres = tpd - dt - est, tpd, -1 end
     if daily then g = 0 end
     if rpd then
       local h = rpd - dr - 1
@@ -141,9 +176,14 @@ for i = 1, n do
   redis.call('EXPIRE', w, wttl)
   redis.call('HINCRBY', d, 'r', rq)
   redis.call('HINCRBY', d, 't', tk)
+  if cost > 0 then redis.call('HINCRBY', d, 'h', cost) end
   redis.call('EXPIRE', d, dttl)
 end
-return {1, g}
+if fk and cost > 0 then
+  redis.call('HINCRBY', fk, 'held', cost)
+  redis.call('EXPIRE', fk, ARGV[14])
+end
+return {1, g, rlim, rrem, rres, tlim, trem, tres}
 ";
 
 /// Counts admissions on a node without limits (batched: the request path never waits for it).
@@ -189,15 +229,26 @@ return 1
 
 /// Settles a reservation.
 ///
-/// KEYS: per node, its minute hash, the day hash of the reservation, the day hash of the record.
-/// ARGV: reservation second, token delta (actual − estimate), spend (micro-credits), day TTL, bucket index.
+/// KEYS: per node, its minute hash, the day hash of the reservation, the day hash of the record; last, when
+/// funded, the paying account's fund hash.
+/// ARGV: reservation second, token delta (actual − estimate), spend (micro-credits), day TTL, bucket index, cost
+/// held at admission (released from the fund and the reservation day's `h`), funded (`1`/`0`), fund TTL.
 /// Counters never go below zero; buckets and days already gone are left alone.
 const SETTLE_LUA: &str = r"
 local sf, tf = 's' .. ARGV[5], 't' .. ARGV[5]
 local slot = tonumber(ARGV[1])
 local delta = tonumber(ARGV[2])
 local spend = tonumber(ARGV[3])
-for i = 1, #KEYS / 3 do
+local held = tonumber(ARGV[6])
+local nk = #KEYS
+if ARGV[7] == '1' then
+  local f = KEYS[nk]
+  nk = nk - 1
+  if redis.call('HINCRBY', f, 'held', -held) < 0 then redis.call('HSET', f, 'held', 0) end
+  redis.call('HINCRBY', f, 'settled', ARGV[3])
+  redis.call('EXPIRE', f, ARGV[8])
+end
+for i = 1, nk / 3 do
   local w, ds, dr = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   if delta ~= 0 then
     if tonumber(redis.call('HGET', w, sf)) == slot then
@@ -206,6 +257,9 @@ for i = 1, #KEYS / 3 do
     if redis.call('EXISTS', ds) == 1 then
       if redis.call('HINCRBY', ds, 't', ARGV[2]) < 0 then redis.call('HSET', ds, 't', 0) end
     end
+  end
+  if held ~= 0 and redis.call('EXISTS', ds) == 1 then
+    if redis.call('HINCRBY', ds, 'h', -held) < 0 then redis.call('HSET', ds, 'h', 0) end
   end
   if spend ~= 0 then
     redis.call('HINCRBY', dr, 's', ARGV[3])
@@ -224,8 +278,13 @@ fn day_of(t: SystemTime) -> i64 {
     xai_core::day::Day::of(t).0
 }
 
+/// The gateway's day (its configured time zone) of a Unix second.
+fn day_of_secs(sec: u64) -> i64 {
+    xai_core::day::Day::of_secs(sec as i64).0
+}
+
 fn until_midnight(now: u64) -> Duration {
-    Duration::from_secs(86_400 - now % 86_400)
+    xai_core::day::calendar().until_midnight(UNIX_EPOCH + Duration::from_secs(now))
 }
 
 fn opt<T: ToString>(x: Option<T>) -> String {
@@ -243,8 +302,16 @@ struct Lease {
 /// An unbounded node's count: (root, node, second).
 type CountKey = (u64, LimitNode, u64);
 
-/// Settlements of one path, second and day, summed until the next flush.
-type SettleKey = (u64, u64, i64, Arc<[LimitNode]>);
+/// Settlements of one path, second, day and paying account, summed until the next flush.
+type SettleKey = (u64, u64, i64, Arc<[LimitNode]>, Option<u64>);
+
+/// What a flush writes for one [`SettleKey`]: token delta, spend, cost held at admission.
+#[derive(Debug, Default, Clone, Copy)]
+struct Settle {
+    delta: i64,
+    spend: i64,
+    held: i64,
+}
 
 /// State shared with the spawned flush and probe tasks.
 #[derive(Debug)]
@@ -259,7 +326,7 @@ struct Shared {
     /// Leases replaced before the flusher saw them, to give back.
     returns: Mutex<Vec<(u64, LimitNode, Lease)>>,
     /// Token corrections and spend per (root, second, record day, nodes), to write.
-    settlements: Mutex<HashMap<SettleKey, (i64, i64)>>,
+    settlements: Mutex<HashMap<SettleKey, Settle>>,
     /// Admissions (requests, tokens) to count on unbounded nodes, per (root, node, second).
     counts: Mutex<HashMap<CountKey, (u64, u64)>>,
     /// The flush task runs.
@@ -282,6 +349,11 @@ struct Shared {
 }
 
 impl Shared {
+    /// The fund hash of paying account `account` (under the path's root hash tag, so one script can use both).
+    fn fund_key(&self, root: u64, account: u64) -> String {
+        format!("{}{{{root}}}:f{account}", self.prefix)
+    }
+
     fn key(&self, root: u64, node: LimitNode) -> String {
         let p = &self.prefix;
         match node {
@@ -366,28 +438,32 @@ impl Shared {
         for ((root, n, sec), (r, t)) in &counts {
             let k = self.key(*root, *n);
             let mut inv = self.add.prepare_invoke();
-            inv.key(format!("{k}:w")).key(format!("{k}:d{}", sec / 86_400));
+            inv.key(format!("{k}:w")).key(format!("{k}:d{}", day_of_secs(*sec)));
             inv.arg(*sec).arg(*sec % WINDOW).arg(*r).arg(*t).arg(WINDOW_TTL).arg(DAY_TTL);
             pipe.invoke_script(&inv).ignore();
         }
         for (root, n, l) in &returns {
             let k = self.key(*root, *n);
             let mut inv = self.give_back.prepare_invoke();
-            inv.key(format!("{k}:w")).key(format!("{k}:d{}", l.sec / 86_400));
+            inv.key(format!("{k}:w")).key(format!("{k}:d{}", day_of_secs(l.sec)));
             inv.arg(l.sec).arg(l.sec % WINDOW).arg(l.requests).arg(l.tokens);
             pipe.invoke_script(&inv).ignore();
         }
-        for ((root, sec, record_day, nodes), (delta, spend)) in &settlements {
-            if *delta == 0 && *spend == 0 {
+        for ((root, sec, record_day, nodes, funder), x) in &settlements {
+            if x.delta == 0 && x.spend == 0 && x.held == 0 {
                 continue;
             }
-            let slot_day = (*sec / 86_400) as i64;
+            let slot_day = day_of_secs(*sec);
             let mut inv = self.settle.prepare_invoke();
             for n in nodes.iter() {
                 let k = self.key(*root, *n);
                 inv.key(format!("{k}:w")).key(format!("{k}:d{slot_day}")).key(format!("{k}:d{record_day}"));
             }
-            inv.arg(*sec).arg(*delta).arg(*spend).arg(DAY_TTL).arg(*sec % WINDOW);
+            if let Some(f) = funder {
+                inv.key(self.fund_key(*root, *f));
+            }
+            inv.arg(*sec).arg(x.delta).arg(x.spend).arg(DAY_TTL).arg(*sec % WINDOW);
+            inv.arg(x.held).arg(if funder.is_some() { "1" } else { "0" }).arg(FUND_TTL);
             pipe.invoke_script(&inv).ignore();
         }
         let mut conn = self.conn.clone();
@@ -418,9 +494,26 @@ impl Shared {
     }
 }
 
+/// The `x-ratelimit-*` figures the admission script answers: request limit, left, reset, then the same for tokens
+/// (a limit of 0: none; a reset of -1: midnight).
+fn rate_of(v: &[i64], now: u64) -> Option<RateInfo> {
+    let [rl, rr, rs, tl, tr, ts] = v else { return None };
+    let reset = |x: i64| if x < 0 { until_midnight(now).as_secs() } else { x as u64 };
+    let mut rate = RateInfo::default();
+    if *rl > 0 {
+        rate.requests_bound(*rl as u64, (*rr).max(0) as u64, reset(*rs));
+    }
+    if *tl > 0 {
+        rate.tokens_bound(*tl as u64, (*tr).max(0) as u64, reset(*ts));
+    }
+    (rate != RateInfo::default()).then_some(rate)
+}
+
 /// The cluster-wide [`Meter`] over Redis, with a local fallback (see the module documentation).
 #[derive(Debug)]
 pub struct RedisMeter {
+    /// This process, for the fund hashes' per-instance baselines.
+    instance: String,
     shared: Arc<Shared>,
     admit: redis::Script,
     local: Arc<InMemoryMeter>,
@@ -432,6 +525,7 @@ impl RedisMeter {
     /// `recent` and is the per-instance fallback during an outage.
     pub fn new(conn: ConnectionManager, prefix: impl Into<String>, local: Arc<InMemoryMeter>) -> Self {
         Self {
+            instance: format!("{:016x}", rand::random::<u64>()),
             shared: Arc::new(Shared {
                 conn,
                 prefix: prefix.into(),
@@ -587,7 +681,10 @@ impl RedisMeter {
         let (nodes, free): (Vec<_>, Vec<_>) = listed.into_iter().partition(|(_, l, _)| l.any());
         let now = unix_now();
         let est = req.estimate_tokens;
-        let admitted = || {
+        let cost = req.cost;
+        // A request with something to hold on funds goes to Redis every time: money is never leased.
+        let funds = req.funds.filter(|_| cost.0 > 0);
+        let admitted = |rate: Option<RateInfo>| {
             if !free.is_empty() {
                 self.shared.count_unbounded(root, &free, est, now);
                 self.ensure_flusher();
@@ -597,18 +694,28 @@ impl RedisMeter {
                 tokens: est,
                 slot: REDIS_SLOT | now,
                 nodes: all.clone(),
+                cost,
+                funder: funds.map(|f| f.account),
+                rate,
             }
         };
-        if nodes.is_empty() || self.shared.take_leased(root, &nodes, est, now) {
-            return Ok(admitted());
+        if funds.is_none() && (nodes.is_empty() || self.shared.take_leased(root, &nodes, est, now)) {
+            return Ok(admitted(None));
         }
-        let day = now / 86_400;
+        let day = day_of_secs(now);
         let mut inv = self.admit.prepare_invoke();
-        inv.arg(now).arg(est).arg(WINDOW_TTL).arg(DAY_TTL).arg(now % WINDOW).arg(LEASE_MAX).arg(LEASE_MIN_HEADROOM);
+        let lease = if funds.is_some() { 0 } else { LEASE_MAX };
+        inv.arg(now).arg(est).arg(WINDOW_TTL).arg(DAY_TTL).arg(now % WINDOW).arg(lease).arg(LEASE_MIN_HEADROOM);
+        inv.arg(cost.0).arg(if funds.is_some() { "1" } else { "0" });
+        let f = funds.unwrap_or(Funds { account: AccountId(0), available: Micros::ZERO, applied: 0, generation: 0 });
+        inv.arg(f.available.0).arg(f.applied).arg(f.generation).arg(&self.instance).arg(FUND_TTL);
         for (n, l, _) in &nodes {
             let k = self.shared.key(root, *n);
             inv.key(format!("{k}:w")).key(format!("{k}:d{day}"));
             inv.arg(opt(l.rpm)).arg(opt(l.tpm)).arg(opt(l.rpd)).arg(opt(l.tpd)).arg(opt(l.daily_limit.map(|m| m.0)));
+        }
+        if let Some(f) = &funds {
+            inv.key(self.shared.fund_key(root, f.account.0));
         }
         let mut conn = self.shared.conn.clone();
         let answer = match tokio::time::timeout(self.admit_timeout, inv.invoke_async::<Vec<i64>>(&mut conn)).await {
@@ -624,16 +731,20 @@ impl RedisMeter {
         };
         self.shared.ok();
         match answer.as_slice() {
-            [1, extra] => {
+            [1, extra, rest @ ..] => {
                 if *extra > 0 {
                     self.shared.add_lease(root, &nodes, *extra as u64, est, now);
                     self.ensure_flusher();
                 }
-                Ok(admitted())
+                Ok(admitted(rate_of(rest, now)))
             }
-            [0, ..] if self.shared.take_leased(root, &nodes, est, now) => {
+            [0, ..] if funds.is_none() && self.shared.take_leased(root, &nodes, est, now) => {
                 // A concurrent admission of this instance leased what Redis has left: use it.
-                Ok(admitted())
+                Ok(admitted(None))
+            }
+            [0, 0, 6, free] => {
+                let path = req.principal.chain.iter().find(|a| a.id == f.account).map_or("?", |a| &*a.path);
+                Err(xai_core::memory::no_funds(path, *free, cost.0))
             }
             [0, i, bound, retry] => {
                 let Some((_, l, who)) = usize::try_from(*i - 1).ok().and_then(|i| nodes.get(i)) else {
@@ -652,7 +763,14 @@ impl RedisMeter {
                     2 => minute("tpm", l.tpm),
                     3 => daily("rpd", opt(l.rpd)),
                     4 => daily("tpd", opt(l.tpd)),
-                    _ => daily("daily_limit", l.daily_limit.map(|x| format!("{x} credits")).unwrap_or_default()),
+                    _ => daily(
+                        "daily_limit",
+                        l.daily_limit
+                            .map(|x| {
+                                format!("{x} credits ({} left; this request may cost up to {cost})", Micros(*retry))
+                            })
+                            .unwrap_or_default(),
+                    ),
                 })
             }
             _ => Err(GatewayError::Internal(format!("limit script answered {answer:?}"))),
@@ -667,16 +785,19 @@ impl RedisMeter {
         }
         let delta = record.usage.total() as i64 - reservation.tokens as i64;
         let spend = record.cost.0;
-        if delta == 0 && spend == 0 {
+        let held = reservation.cost.0;
+        if delta == 0 && spend == 0 && held == 0 {
             return;
         }
         let sec = reservation.slot & !REDIS_SLOT;
-        let key = (root, sec, day_of(record.time), reservation.nodes.clone());
+        let funder = reservation.funder.map(|a| a.0);
+        let key = (root, sec, day_of(record.time), reservation.nodes.clone(), funder);
         {
             let mut pending = self.shared.settlements.lock();
-            let e = pending.entry(key).or_insert((0, 0));
-            e.0 += delta;
-            e.1 += spend;
+            let e = pending.entry(key).or_default();
+            e.delta += delta;
+            e.spend += spend;
+            e.held += held;
         }
         self.ensure_flusher();
     }
@@ -698,7 +819,7 @@ impl Meter for RedisMeter {
         }
         self.settle(&record, &reservation);
         // The local meter keeps the record for `recent`; its counters were not charged.
-        self.local.record(record, Reservation { nodes: Arc::from(Vec::new()), ..reservation });
+        self.local.record(record, Reservation { nodes: Arc::from(Vec::new()), funder: None, ..reservation });
     }
 
     fn recent(&self, limit: usize) -> Vec<UsageRecord> {
@@ -730,7 +851,7 @@ mod tests {
     use crate::testenv;
     use xai_core::policy::{Account, Limits, ModelPattern, Policy, Principal, Role, Status, VirtualKey};
     use xai_core::usage::{RecordStatus, Usage};
-    use xai_core::{AccountId, KeyDigest, KeyId, Micros, Protocol, RequestId};
+    use xai_core::{KeyDigest, KeyId, Protocol, RequestId};
 
     const T: Duration = Duration::from_secs(2);
 
@@ -790,7 +911,14 @@ mod tests {
     }
 
     async fn ask(m: &RedisMeter, p: &Principal, model: &str, est: u64) -> Result<Reservation, GatewayError> {
-        let req = AdmitRequest { principal: p, model, estimate_tokens: est, resolution: None };
+        let req = AdmitRequest {
+            principal: p,
+            model,
+            estimate_tokens: est,
+            resolution: None,
+            cost: Micros::ZERO,
+            funds: None,
+        };
         tokio::time::timeout(T, m.admit(&req).get()).await.expect("admission is bounded in time")
     }
 
@@ -801,6 +929,92 @@ mod tests {
         let m1 = RedisMeter::new(c1.clone(), prefix.clone(), Arc::default()).with_admit_timeout(T);
         let m2 = RedisMeter::new(c2, prefix.clone(), Arc::default()).with_admit_timeout(T);
         Some((m1, m2, c1, prefix))
+    }
+
+    async fn ask_funded(
+        m: &RedisMeter,
+        p: &Principal,
+        cost: i64,
+        funds: Option<Funds>,
+    ) -> Result<Reservation, GatewayError> {
+        let req =
+            AdmitRequest { principal: p, model: "m", estimate_tokens: 10, resolution: None, cost: Micros(cost), funds };
+        tokio::time::timeout(T, m.admit(&req).get()).await.expect("admission is bounded in time")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn funds_for_four_admit_four_across_two_instances_and_settle_to_actual() {
+        let Some((m1, m2, mut conn, prefix)) = cluster().await else { return };
+        let p = principal(vec![account(1, None, Policy::default()), account(2, Some(1), Policy::default())], 1);
+        // Both instances' control planes say 4000 available, nothing applied yet.
+        let funds = Funds { account: AccountId(2), available: Micros(4000), applied: 0, generation: 0 };
+        let (m1, m2, p) = (Arc::new(m1), Arc::new(m2), Arc::new(p));
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let m = if i % 2 == 0 { m1.clone() } else { m2.clone() };
+                let p = p.clone();
+                tokio::spawn(async move { ask_funded(&m, &p, 1000, Some(funds)).await })
+            })
+            .collect();
+        let mut ok = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(r) => ok.push(r),
+                Err(e) => assert!(e.to_string().contains("insufficient credits: account a2"), "{e}"),
+            }
+        }
+        assert_eq!(ok.len(), 4, "funds for four admit four across both instances");
+        // Settled at 600 each on instance 1; its control plane applied them (available 4000 − 2400, applied
+        // 2400); instance 2's control plane has not heard of them: the fund hash makes it see them anyway.
+        for r in ok {
+            m1.record(record(&p, 10, 600), r);
+        }
+        m1.flush().await;
+        let seen_by_1 = Funds { available: Micros(1600), applied: 2400, ..funds };
+        let r = ask_funded(&m2, &p, 1600, Some(funds)).await.expect("1600 left, seen from instance 2");
+        assert!(ask_funded(&m1, &p, 1, Some(seen_by_1)).await.is_err(), "all 1600 held");
+        m2.record(record(&p, 10, 1600), r);
+        m2.flush().await;
+        assert!(ask_funded(&m2, &p, 1, Some(funds)).await.is_err(), "nothing left");
+        // A reload on instance 2 (new generation): its view now includes everything settled.
+        let reloaded = Funds { available: Micros(500), applied: 0, generation: 1, ..funds };
+        assert!(ask_funded(&m2, &p, 500, Some(reloaded)).await.is_ok());
+        assert_eq!((m1.degraded(), m2.degraded()), (0, 0));
+        testenv::redis_cleanup(&mut conn, &prefix).await;
+    }
+
+    #[tokio::test]
+    async fn daily_credit_limit_holds_estimates_cluster_wide() {
+        let Some((m1, m2, mut conn, prefix)) = cluster().await else { return };
+        let root = account(1, None, Policy { daily_limit: Some(Micros(3000)), ..Policy::default() });
+        let p = principal(vec![root, account(2, Some(1), Policy::default())], 1);
+        let a = ask_funded(&m1, &p, 1000, None).await.unwrap();
+        let b = ask_funded(&m2, &p, 1000, None).await.unwrap();
+        let c = ask_funded(&m1, &p, 1000, None).await.unwrap();
+        let e = ask_funded(&m2, &p, 1, None).await.unwrap_err();
+        assert!(e.to_string().contains("daily_limit 0.003 credits (0 left"), "{e}");
+        m1.record(record(&p, 10, 100), a);
+        m2.record(record(&p, 10, 100), b);
+        m1.record(record(&p, 10, 100), c);
+        m1.flush().await;
+        m2.flush().await;
+        assert!(ask_funded(&m2, &p, 2701, None).await.is_err());
+        let r = ask_funded(&m2, &p, 2700, None).await.unwrap();
+        assert_eq!(r.cost, Micros(2700));
+        testenv::redis_cleanup(&mut conn, &prefix).await;
+    }
+
+    #[tokio::test]
+    async fn admission_answers_the_tightest_bounds_for_headers() {
+        let Some((m1, _m2, mut conn, prefix)) = cluster().await else { return };
+        let root = account(1, None, Policy { rpm: Some(50), rpd: Some(10), tpm: Some(1000), ..Policy::default() });
+        let p = principal(vec![root], 1);
+        let r = ask(&m1, &p, "m", 100).await.unwrap();
+        let rate = r.rate.expect("bounded");
+        assert_eq!(rate.requests.map(|(l, left, _)| (l, left)), Some((10, 9)), "rpd is tighter than rpm");
+        assert_eq!(rate.tokens.map(|(l, left, _)| (l, left)), Some((1000, 900)));
+        assert!(rate.requests.unwrap().2 > 0);
+        testenv::redis_cleanup(&mut conn, &prefix).await;
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use xai_core::control::{Entry, EntryKind, ProductKind};
+use xai_core::control::{AuditEntry, Entry, EntryKind, ProductKind};
 use xai_core::day::Day;
 use xai_core::ids::{AccountId, KeyId, Level, ProviderId, UpstreamKeyId};
 use xai_core::memory::Catalog;
@@ -46,12 +46,18 @@ pub struct Migration {
 pub const SQLITE_MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "control", sql: include_str!("../migrations/sqlite/0001_control.sql") },
     Migration { version: 2, name: "usage", sql: crate::usage::SQLITE_DDL },
+    Migration { version: 3, name: "usage_key", sql: include_str!("../migrations/sqlite/0003_usage_key.sql") },
+    Migration { version: 4, name: "audit", sql: include_str!("../migrations/sqlite/0004_audit.sql") },
+    Migration { version: 5, name: "prices", sql: include_str!("../migrations/sqlite/0005_prices.sql") },
 ];
 
 /// Postgres migrations, ascending.
 pub const POSTGRES_MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "control", sql: include_str!("../migrations/postgres/0001_control.sql") },
     Migration { version: 2, name: "usage", sql: crate::usage::POSTGRES_DDL },
+    Migration { version: 3, name: "usage_key", sql: include_str!("../migrations/postgres/0003_usage_key.sql") },
+    Migration { version: 4, name: "audit", sql: include_str!("../migrations/postgres/0004_audit.sql") },
+    Migration { version: 5, name: "prices", sql: include_str!("../migrations/postgres/0005_prices.sql") },
 ];
 
 const MIGRATIONS_TABLE: &str =
@@ -178,6 +184,8 @@ pub enum Change<'a> {
     Provider(&'a Provider),
     /// Remove a provider and its upstream keys.
     DeleteProvider(ProviderId),
+    /// Append an audit entry (saving it again changes nothing).
+    Audit(&'a AuditEntry),
 }
 
 #[derive(Debug, Clone)]
@@ -457,6 +465,18 @@ impl SqlStore {
                     I(Some(now)),
                 ],
             }),
+            Change::Audit(e) => out.push(Stmt {
+                sql: "INSERT INTO xai_audit (id, time, actor, action, account, detail) VALUES ($1, $2, $3, $4, $5, $6) \
+                      ON CONFLICT (id) DO NOTHING",
+                args: vec![
+                    I(Some(id64(e.id)?)),
+                    I(Some(to_us(e.time))),
+                    T(Some(e.actor.clone())),
+                    T(Some(e.action.clone())),
+                    I(e.account.map(|a| id64(a.0)).transpose()?),
+                    T(Some(e.detail.to_string())),
+                ],
+            }),
             Change::DeleteProvider(id) => {
                 out.push(Stmt { sql: "DELETE FROM xai_providers WHERE id = $1", args: vec![I(Some(i64::from(id.0)))] })
             }
@@ -636,6 +656,35 @@ impl SqlStore {
             }));
         }
         Ok(snap)
+    }
+}
+
+impl SqlStore {
+    /// The audit trail, newest first: of `accounts` when given (an empty list matches nothing), at most `limit`.
+    pub async fn audit(&self, accounts: Option<&[AccountId]>, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        type AuditT = (i64, i64, String, String, Option<i64>, String);
+        let ids: Vec<i64> = accounts.unwrap_or_default().iter().map(|a| id64(a.0)).collect::<Result<_, _>>()?;
+        let filter = match accounts {
+            None => String::new(),
+            Some(_) if ids.is_empty() => return Ok(vec![]),
+            Some(_) => format!("WHERE account IN ({})", ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")),
+        };
+        let sql = format!(
+            "SELECT id, time, actor, action, account, detail FROM xai_audit {filter} ORDER BY id DESC LIMIT $1"
+        );
+        let rows: Vec<AuditT> = on_db!(&self.db, |p| sqlx::query_as(&sql).bind(limit).fetch_all(p).await?);
+        rows.into_iter()
+            .map(|(id, time, actor, action, account, detail)| {
+                Ok(AuditEntry {
+                    id: uid(id)?,
+                    time: from_us(time),
+                    actor,
+                    action,
+                    account: account.map(uid).transpose()?.map(AccountId),
+                    detail: serde_json::from_str(&detail).map_err(|e| invalid(format!("audit entry {id}: {e}")))?,
+                })
+            })
+            .collect()
     }
 }
 

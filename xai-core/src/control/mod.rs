@@ -4,6 +4,9 @@
 //! and publishes an immutable snapshot to the [`InMemoryPolicyStore`] that the request path reads, so the hot
 //! path never takes this lock. Balances and product counters live here only.
 
+mod audit;
+#[cfg(test)]
+mod budget_tests;
 mod credits;
 mod explain;
 mod keys;
@@ -20,6 +23,7 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+pub use audit::{ANOMALY_ACTOR, AuditEntry};
 pub use credits::Transfer;
 pub use credits::{Entry, EntryKind};
 pub use explain::{Explain, ExplainStep, Subject};
@@ -132,8 +136,19 @@ pub(crate) struct State {
     pub(crate) next_entry: u64,
     /// This instance's low id bits (see [`cluster_id`]).
     pub(crate) salt: u64,
+    /// The audit trail (append-only).
+    pub(crate) audit: Vec<AuditEntry>,
+    /// The last audit entry id handed out (see [`cluster_id`]).
+    pub(crate) next_audit: u64,
     /// The non-account part of the catalog (providers, switch-over, prices).
     pub(crate) base: Catalog,
+    /// Accounts that pay for their own traffic (and their subtree's): they were ever given credits or a
+    /// product. Traffic of an account that is not funded is paid by its nearest funded ancestor.
+    pub(crate) funded: std::collections::HashSet<AccountId>,
+    /// The cost charged to each paying account since the control plane was loaded (see [`crate::traits::Funds`]).
+    pub(crate) applied: HashMap<AccountId, i64>,
+    /// Bumped when balances are reloaded from the store.
+    pub(crate) generation: u64,
 }
 
 /// Where the control plane reads live use (the meter's counters) for `today` and `explain`.
@@ -242,6 +257,7 @@ impl ControlPlane {
         st.dirty.keys.extend(scratch.dirty.keys.drain());
         st.dirty.entries.extend(scratch.dirty.entries.drain());
         st.next_entry = scratch.next_entry;
+        st.funded.extend(scratch.funded.drain());
         st.accounts = scratch.accounts;
         st.keys = scratch.keys;
         st.next_account = scratch.next_account;
@@ -379,6 +395,9 @@ impl State {
     ) -> Entry {
         let e = Entry { id: cluster_id(&mut self.next_entry, self.salt), time, from, to, amount, kind, note };
         self.dirty.entries.insert(e.id);
+        if let (Some(to), EntryKind::Allocate | EntryKind::Mint) = (to, kind) {
+            self.funded.insert(to);
+        }
         self.ledger.push(e.clone());
         e
     }

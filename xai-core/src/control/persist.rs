@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::SystemTime;
 
-use super::{AdminError, ControlPlane, Entry, KeyRecord, Product, State};
+use super::{AdminError, AuditEntry, ControlPlane, Entry, KeyRecord, Product, State};
 use crate::day::Day;
 use crate::ids::{AccountId, KeyId};
 use crate::memory::Catalog;
@@ -18,6 +18,7 @@ pub(crate) struct Dirty {
     pub(crate) keys: HashSet<KeyId>,
     pub(crate) entries: HashSet<u64>,
     pub(crate) products: HashSet<u64>,
+    pub(crate) audit: HashSet<u64>,
 }
 
 /// A key with its admin metadata.
@@ -42,12 +43,18 @@ pub struct Changes {
     pub entries: Vec<Entry>,
     /// Products.
     pub products: Vec<Product>,
+    /// New audit entries.
+    pub audit: Vec<AuditEntry>,
 }
 
 impl Changes {
     /// Nothing to save.
     pub fn is_empty(&self) -> bool {
-        self.accounts.is_empty() && self.keys.is_empty() && self.entries.is_empty() && self.products.is_empty()
+        self.accounts.is_empty()
+            && self.keys.is_empty()
+            && self.entries.is_empty()
+            && self.products.is_empty()
+            && self.audit.is_empty()
     }
 }
 
@@ -62,6 +69,8 @@ pub struct Saved {
     pub ledger: Vec<Entry>,
     /// Products.
     pub products: Vec<Product>,
+    /// Audit entries to start from (may be empty: the durable store reads the trail itself).
+    pub audit: Vec<AuditEntry>,
 }
 
 impl Product {
@@ -127,6 +136,16 @@ impl ControlPlane {
             st.next_entry = st.ledger.iter().map(|e| e.id).max().unwrap_or(0);
             st.products = saved.products.iter().map(|p| (p.id, p.clone())).collect();
             st.next_product = st.products.keys().max().copied().unwrap_or(0);
+            st.audit = saved.audit.clone();
+            st.next_audit = st.audit.iter().map(|e| e.id).max().unwrap_or(0);
+            st.funded = st
+                .ledger
+                .iter()
+                .filter(|e| matches!(e.kind, super::EntryKind::Allocate | super::EntryKind::Mint))
+                .filter_map(|e| e.to)
+                .chain(st.products.values().map(|p| p.account))
+                .chain(st.accounts.values().filter(|a| a.balance.0 > 0).map(|a| a.id))
+                .collect();
             let today = Day::today();
             for (i, e) in st.ledger.iter().enumerate() {
                 if e.kind == super::EntryKind::Spend
@@ -228,6 +247,11 @@ impl ControlPlane {
         self.change_quiet(|st| {
             st.dirty.accounts.retain(|a| unsaved.contains(a));
             st.dirty.keys.clear();
+            // Credits allocated on another instance fund an account here too; balances now reflect the store,
+            // so meters take every settlement so far as applied (see `Funds::generation`).
+            let given: Vec<AccountId> = st.accounts.values().filter(|a| a.balance.0 > 0).map(|a| a.id).collect();
+            st.funded.extend(given);
+            st.generation += 1;
             Ok(())
         })
     }
@@ -253,6 +277,7 @@ impl ControlPlane {
             let mut products: Vec<u64> = d.products.into_iter().collect();
             products.sort();
             c.products = products.iter().filter_map(|id| st.products.get(id).cloned()).collect();
+            c.audit = st.audit.iter().filter(|e| d.audit.contains(&e.id)).cloned().collect();
             Ok(c)
         })
         .unwrap_or_default()
@@ -265,6 +290,7 @@ impl ControlPlane {
             st.dirty.keys.extend(c.keys.iter().map(|k| k.key.id));
             st.dirty.entries.extend(c.entries.iter().map(|e| e.id));
             st.dirty.products.extend(c.products.iter().map(|p| p.id));
+            st.dirty.audit.extend(c.audit.iter().map(|e| e.id));
             Ok(())
         });
     }
@@ -335,6 +361,7 @@ mod tests {
             key_meta: c.keys.iter().map(|k| (k.key.id, k.name.clone(), k.created_at)).collect(),
             ledger: c.entries.clone(),
             products: c.products.clone(),
+            audit: c.audit.clone(),
         };
         let back = ControlPlane::restore(saved).unwrap();
         assert_eq!(back.account(Scope::Root, team).unwrap().account.path.as_ref(), "acme/team");

@@ -243,6 +243,7 @@ impl ControlPlane {
             p.refresh(today);
             st.products.insert(p.id, p.clone());
             st.dirty.products.insert(p.id);
+            st.funded.insert(p.account);
             Ok(p)
         })
     }
@@ -283,6 +284,11 @@ impl ControlPlane {
             if left <= 0 {
                 return Ok(());
             }
+            // The payer: the caller, or its nearest funded ancestor (the caller itself when nobody on the path
+            // was ever funded: the cost is then booked as unfunded).
+            let payer = rec.chain.iter().rev().copied().find(|a| st.funded.contains(a)).unwrap_or(rec.account);
+            *st.applied.entry(payer).or_default() += left;
+            let rec = &UsageRecord { account: payer, ..rec.clone() };
             let mut ids: Vec<(u8, Day, u64)> = st
                 .products
                 .values()
@@ -340,6 +346,65 @@ impl ControlPlane {
             }
             Ok(())
         });
+    }
+
+    /// Sets (`Some`) or removes (`None`) the price of `model` (a name or a pattern such as `claude-*`); root only.
+    pub fn set_price(&self, scope: Scope, model: &str, price: Option<crate::usage::Price>) -> Result<(), AdminError> {
+        if scope != Scope::Root {
+            return Err(AdminError::Forbidden("only the root admin sets prices".into()));
+        }
+        if model.is_empty() || model.len() > 256 {
+            return Err(AdminError::BadRequest("a model name is 1 to 256 characters".into()));
+        }
+        crate::policy::ModelPattern::new(model).map_err(|e| AdminError::BadRequest(format!("model {model:?}: {e}")))?;
+        if let Some(p) = &price {
+            let rates = [Some(p.input), Some(p.output), p.cached_input, p.cache_write, p.reasoning];
+            if rates.into_iter().flatten().chain([p.per_image, p.per_search]).any(|m| m.0 < 0) {
+                return Err(AdminError::BadRequest("prices must not be negative".into()));
+            }
+        }
+        let apply = |prices: &mut std::collections::HashMap<Arc<str>, crate::usage::Price>| match price {
+            Some(p) => {
+                prices.insert(Arc::from(model), p);
+            }
+            None => {
+                prices.remove(model);
+            }
+        };
+        if price.is_none() && !self.read(|st| st.base.prices.contains_key(model)) {
+            return Err(AdminError::NotFound(format!("no price for {model:?}")));
+        }
+        self.change(|st| {
+            apply(&mut st.base.prices);
+            Ok(())
+        })?;
+        self.change_quiet(|st| {
+            apply(&mut st.base.prices);
+            Ok(())
+        })
+    }
+
+    /// Every price, by model.
+    pub fn prices(&self) -> std::collections::BTreeMap<String, crate::usage::Price> {
+        self.read(|st| st.base.prices.iter().map(|(m, p)| (m.to_string(), *p)).collect())
+    }
+
+    /// The funds a request of the account path `chain` (root first) draws on: those of the caller or of its
+    /// nearest funded ancestor; `None` when nobody on the path was ever funded (budgets do not apply).
+    pub fn funds(&self, chain: &[AccountId]) -> Option<crate::traits::Funds> {
+        let day = Day::today();
+        self.read(|st| {
+            let payer = chain.iter().rev().copied().find(|a| st.funded.contains(a))?;
+            let products: i64 =
+                st.products.values().filter(|p| p.account == payer && p.active_on(day)).map(|p| p.left_on(day).0).sum();
+            let balance = st.accounts.get(&payer).map_or(0, |a| a.balance.0.max(0));
+            Some(crate::traits::Funds {
+                account: payer,
+                available: Micros(products.saturating_add(balance)),
+                applied: st.applied.get(&payer).copied().unwrap_or(0),
+                generation: st.generation,
+            })
+        })
     }
 
     /// Today's quota status.
@@ -437,7 +502,17 @@ impl SpendingMeter {
 
 impl Meter for SpendingMeter {
     fn admit<'a>(&'a self, req: &'a AdmitRequest<'a>) -> Maybe<'a, Result<Reservation, crate::GatewayError>> {
-        self.inner.admit(req)
+        if req.cost.0 <= 0 || req.funds.is_some() {
+            return self.inner.admit(req);
+        }
+        let Some(funds) = self.control.funds(&req.principal.chain_ids) else { return self.inner.admit(req) };
+        let inner = self.inner.clone();
+        let principal = req.principal;
+        let (model, estimate_tokens, resolution, cost) = (req.model, req.estimate_tokens, req.resolution, req.cost);
+        Maybe::Pending(Box::pin(async move {
+            let ask = AdmitRequest { principal, model, estimate_tokens, resolution, cost, funds: Some(funds) };
+            inner.admit(&ask).get().await
+        }))
     }
 
     fn record(&self, record: UsageRecord, reservation: Reservation) {

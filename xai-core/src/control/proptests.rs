@@ -121,6 +121,7 @@ fn policy() -> impl Strategy<Value = Policy> {
                 .into_iter()
                 .map(|(g, rpm)| (g, Limits { rpm: Some(rpm), ..Limits::default() }))
                 .collect(),
+            freeze_on_anomaly: None,
         },
     )
 }
@@ -253,6 +254,7 @@ fn patch_of(p: &Policy) -> PolicyPatch {
         tpd: Some(p.tpd),
         daily_limit: Some(p.daily_limit),
         model_limits: Some(Some(OrderedMap(p.model_limits.clone()))),
+        freeze_on_anomaly: Some(p.freeze_on_anomaly),
     }
 }
 
@@ -1240,7 +1242,14 @@ fn refused_transfers_change_nothing() {
 fn admit(m: &InMemoryMeter, p: &Principal, model: &str, est: u64) -> Result<Reservation, GatewayError> {
     // As the request path does: the route step's resolution goes along, so per-model rules see walk names.
     let r = p.resolve_uncached(model).ok();
-    let req = AdmitRequest { principal: p, model, estimate_tokens: est, resolution: r.as_ref() };
+    let req = AdmitRequest {
+        principal: p,
+        model,
+        estimate_tokens: est,
+        resolution: r.as_ref(),
+        cost: crate::money::Micros::ZERO,
+        funds: None,
+    };
     match m.admit(&req) {
         Maybe::Ready(r) => r,
         Maybe::Pending(_) => panic!("the in-memory meter answers at once"),

@@ -131,10 +131,26 @@ impl ControlPlane {
         })
     }
 
-    /// Changes an account (rename, move, role, status, policy).
+    /// Changes an account (rename, move, role, status, policy). A status change is written to the audit trail.
     pub fn update_account(&self, scope: Scope, id: AccountId, p: AccountPatch) -> Result<AccountView, AdminError> {
+        let new_status = p.status;
+        let (view, old) = self.update_account_inner(scope, id, p)?;
+        if let Some(new) = new_status {
+            self.audit_status(scope, id, old, new);
+        }
+        Ok(view)
+    }
+
+    /// [`ControlPlane::update_account`] without the audit entry; also returns the status before the change.
+    fn update_account_inner(
+        &self,
+        scope: Scope,
+        id: AccountId,
+        p: AccountPatch,
+    ) -> Result<(AccountView, Status), AdminError> {
         self.change(|st| {
             let mut a = st.writable(id, scope)?.clone();
+            let old = a.status;
             if let Some(name) = &p.name {
                 valid_name(name)?;
                 a.name = name.as_str().into();
@@ -170,7 +186,7 @@ impl ControlPlane {
             }
             st.check_policy(a.parent, &a.policy)?;
             st.accounts.insert(id, a);
-            Ok(st.view(id).expect("exists"))
+            Ok((st.view(id).expect("exists"), old))
         })
     }
 

@@ -89,9 +89,13 @@ where
             Some(c) => c,
             None => return Box::pin(async { Err(GatewayError::Internal("meter before route".into())) }),
         };
+        let rate = ctx.reservation.rate;
         Box::pin(async move {
             match inner.call(req).await {
-                Ok(resp) => {
+                Ok(mut resp) => {
+                    if let Some(rate) = rate {
+                        rate_headers(resp.headers_mut(), &rate);
+                    }
                     let probe = resp.extensions().get::<UsageProbe>().cloned().unwrap_or_default();
                     let status = resp.status().as_u16();
                     if resp.body().is_end_stream() {
@@ -123,6 +127,34 @@ where
                 }
             }
         })
+    }
+}
+
+/// OpenAI's `x-ratelimit-*` headers for the tightest request and token bounds the request met (per minute or per
+/// day, whichever had less left; resets as durations such as `1s`, `6m0s`, `3h2m1s`).
+pub fn rate_headers(h: &mut http::HeaderMap, rate: &crate::traits::RateInfo) {
+    use http::HeaderValue;
+    fn duration(secs: u64) -> String {
+        match (secs / 3600, secs % 3600 / 60, secs % 60) {
+            (0, 0, s) => format!("{s}s"),
+            (0, m, s) => format!("{m}m{s}s"),
+            (h, m, s) => format!("{h}h{m}m{s}s"),
+        }
+    }
+    let mut put = |name: &'static str, v: String| {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(name, v);
+        }
+    };
+    if let Some((limit, remaining, reset)) = rate.requests {
+        put("x-ratelimit-limit-requests", limit.to_string());
+        put("x-ratelimit-remaining-requests", remaining.to_string());
+        put("x-ratelimit-reset-requests", duration(reset));
+    }
+    if let Some((limit, remaining, reset)) = rate.tokens {
+        put("x-ratelimit-limit-tokens", limit.to_string());
+        put("x-ratelimit-remaining-tokens", remaining.to_string());
+        put("x-ratelimit-reset-tokens", duration(reset));
     }
 }
 

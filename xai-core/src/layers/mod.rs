@@ -86,6 +86,18 @@ pub struct GatewayConfig {
     pub default_max_tokens: u64,
     /// Largest upstream non-streaming body accepted.
     pub max_response_bytes: u64,
+    /// What happens to a request for a model without a price.
+    pub unpriced: Unpriced,
+}
+
+/// What the gateway does with a request for a model that has no price (config `[billing] unpriced`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Unpriced {
+    /// Serve it at zero cost; counted in `xai_unpriced_requests_total` and logged once per model.
+    #[default]
+    Free,
+    /// Refuse it (403 `model_not_priced`, in the client's protocol).
+    Refuse,
 }
 
 impl Default for GatewayConfig {
@@ -98,6 +110,7 @@ impl Default for GatewayConfig {
             default_retry_after: Duration::from_secs(5),
             default_max_tokens: 4096,
             max_response_bytes: 64 << 20,
+            unpriced: Unpriced::Free,
         }
     }
 }

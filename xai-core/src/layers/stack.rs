@@ -77,7 +77,7 @@ impl Gateway {
             .layer(DecodeLayer::new(self.adapters.clone(), c.max_body_bytes))
             .layer(AclLayer)
             .layer(RouteLayer::new(self.store.clone(), self.adapters.clone()))
-            .layer(AdmitLayer::new(self.meter.clone(), c))
+            .layer(AdmitLayer::new(self.meter.clone(), self.store.clone(), c))
             .layer(MeterLayer::new(self.meter.clone(), self.store.clone()))
             .layer(FailoverLayer::new(self.pool.clone(), *c))
             .service(Attempt::new(self.pool.clone(), self.adapters.clone(), self.upstream.clone(), *c))

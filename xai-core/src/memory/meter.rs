@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::day::Day;
+use crate::day::{Day, until_midnight};
 use crate::error::GatewayError;
 use crate::policy::{Limits, Principal};
 use crate::traits::{AdmitRequest, BoxFuture, LimitNode, Maybe, Meter, Reservation};
@@ -25,6 +25,8 @@ struct Counters {
     day_requests: u64,
     day_tokens: u64,
     day_spent: i64,
+    /// Cost held by admitted requests not settled yet (counts against `daily_limit`).
+    day_held: i64,
 }
 
 impl Default for Counters {
@@ -37,6 +39,7 @@ impl Default for Counters {
             day_requests: 0,
             day_tokens: 0,
             day_spent: 0,
+            day_held: 0,
         }
     }
 }
@@ -75,6 +78,7 @@ impl Counters {
             self.day_requests = 0;
             self.day_tokens = 0;
             self.day_spent = 0;
+            self.day_held = 0;
         }
     }
 }
@@ -94,11 +98,62 @@ pub struct LiveUsage {
     pub spent_today: crate::money::Micros,
 }
 
+/// What a meter knows of one paying account's funds: cost held by admitted requests, and cost settled.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FundState {
+    /// Held by admitted, unsettled requests.
+    pub held: i64,
+    /// Settled through this meter, in all.
+    pub settled: i64,
+    /// `settled` that the control plane's `applied` counts from (moves when it reloads).
+    pub base: i64,
+    /// The control plane generation `base` was taken at.
+    pub generation: u64,
+}
+
+impl FundState {
+    /// Checks `cost` against the funds and holds it, or says what is missing. Funds the control plane has not
+    /// applied yet (settled here, not yet charged there) count as spent; a new control plane generation (a reload
+    /// of balances from the store) is taken to reflect every settlement so far.
+    pub fn hold(&mut self, funds: &crate::traits::Funds, cost: i64) -> Result<(), i64> {
+        if funds.generation != self.generation {
+            self.generation = funds.generation;
+            self.base = self.settled - funds.applied;
+        }
+        let unapplied = (self.settled - self.base - funds.applied).max(0);
+        let free = funds.available.0 - unapplied - self.held;
+        if cost > free {
+            return Err(free.max(0));
+        }
+        self.held += cost;
+        Ok(())
+    }
+
+    /// Replaces a hold with the settled cost.
+    pub fn settle(&mut self, held: i64, cost: i64) {
+        self.held = (self.held - held).max(0);
+        self.settled += cost;
+    }
+}
+
+/// The refusal for a request its funds cannot cover.
+pub fn no_funds(path: &str, free: i64, cost: i64) -> GatewayError {
+    GatewayError::RateLimited {
+        message: format!(
+            "insufficient credits: account {path} has {} available and this request may cost up to {}",
+            crate::money::Micros(free),
+            crate::money::Micros(cost)
+        ),
+        retry_after: None,
+    }
+}
+
 /// The in-memory meter: limits are correct for one instance.
 #[derive(Debug)]
 pub struct InMemoryMeter {
     epoch: Instant,
     counters: RwLock<HashMap<LimitNode, Arc<Mutex<Counters>>>>,
+    funds: Mutex<HashMap<crate::ids::AccountId, FundState>>,
     log: Mutex<VecDeque<UsageRecord>>,
     log_cap: usize,
 }
@@ -171,19 +226,26 @@ impl std::fmt::Display for Who<'_> {
     }
 }
 
-fn until_midnight() -> Duration {
-    let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    Duration::from_secs(86_400 - secs % 86_400)
-}
-
 impl InMemoryMeter {
     /// A meter keeping the last `log_cap` records.
     pub fn new(log_cap: usize) -> Self {
-        Self { epoch: Instant::now(), counters: RwLock::default(), log: Mutex::default(), log_cap }
+        Self {
+            epoch: Instant::now(),
+            counters: RwLock::default(),
+            funds: Mutex::default(),
+            log: Mutex::default(),
+            log_cap,
+        }
     }
 
     fn sec(&self) -> u64 {
         self.epoch.elapsed().as_secs()
+    }
+
+    /// The wall-clock time of second `sec` of this meter.
+    fn epoch_time(&self, sec: u64) -> SystemTime {
+        let ago = self.epoch.elapsed().saturating_sub(Duration::from_secs(sec));
+        SystemTime::now() - ago
     }
 
     fn node(&self, n: LimitNode) -> Arc<Mutex<Counters>> {
@@ -221,47 +283,77 @@ impl InMemoryMeter {
     fn admit_now(&self, req: &AdmitRequest<'_>) -> Result<Reservation, GatewayError> {
         let nodes = Self::bounded(req.principal, req.model, req.resolution);
         let sec = self.sec();
+        let cost = req.cost.0;
         let mut reservation = Reservation {
             chain: Some(req.principal.chain_ids.clone()),
             tokens: req.estimate_tokens,
             slot: sec,
-            nodes: Arc::from(Vec::new()),
+            ..Reservation::default()
         };
-        if nodes.is_empty() {
-            return Ok(reservation);
-        }
         let day = Day::today();
         let counters: Vec<_> = nodes.iter().map(|(n, _, _)| self.node(*n)).collect();
-        // Locks are taken root first, always in the same order: no deadlock, and check-then-add is atomic
-        // across the whole path.
+        // Locks are taken root first, always in the same order, then the funds: no deadlock, and
+        // check-then-add is atomic across the whole path and the funds.
         let mut guards: Vec<_> = counters.iter().map(|w| w.lock()).collect();
+        let mut rate = crate::traits::RateInfo::default();
         for ((_, l, who), c) in nodes.iter().zip(guards.iter_mut()) {
             c.roll(day);
             let (r, t) = c.sums(sec);
+            let reset = c.retry_after(sec);
             let minute = |bound: &str, limit: u64| GatewayError::RateLimited {
                 message: format!("rate limit reached: {bound} {limit} of {who}"),
-                retry_after: Some(Duration::from_secs(c.retry_after(sec))),
+                retry_after: Some(Duration::from_secs(reset)),
             };
             let daily = |bound: &str, limit: String| GatewayError::RateLimited {
                 message: format!("daily limit reached: {bound} {limit} of {who}"),
                 retry_after: Some(until_midnight()),
             };
             let est = req.estimate_tokens;
-            if let Some(x) = l.rpm.filter(|x| r + 1 > *x) {
-                return Err(minute("rpm", x));
+            if let Some(x) = l.rpm {
+                if r + 1 > x {
+                    return Err(minute("rpm", x));
+                }
+                rate.requests_bound(x, x - r - 1, reset);
             }
-            if let Some(x) = l.tpm.filter(|x| t + est > *x) {
-                return Err(minute("tpm", x));
+            if let Some(x) = l.tpm {
+                if t + est > x {
+                    return Err(minute("tpm", x));
+                }
+                rate.tokens_bound(x, x - t - est, reset);
             }
-            if let Some(x) = l.rpd.filter(|x| c.day_requests + 1 > *x) {
-                return Err(daily("rpd", x.to_string()));
+            if let Some(x) = l.rpd {
+                if c.day_requests + 1 > x {
+                    return Err(daily("rpd", x.to_string()));
+                }
+                rate.requests_bound(x, x - c.day_requests - 1, until_midnight().as_secs());
             }
-            if let Some(x) = l.tpd.filter(|x| c.day_tokens + est > *x) {
-                return Err(daily("tpd", x.to_string()));
+            if let Some(x) = l.tpd {
+                if c.day_tokens + est > x {
+                    return Err(daily("tpd", x.to_string()));
+                }
+                rate.tokens_bound(x, x - c.day_tokens - est, until_midnight().as_secs());
             }
-            if let Some(x) = l.daily_limit.filter(|x| c.day_spent >= x.0) {
-                return Err(daily("daily_limit", format!("{x} credits")));
+            if let Some(x) = l.daily_limit {
+                let used = c.day_spent.saturating_add(c.day_held);
+                if used >= x.0 || used.saturating_add(cost) > x.0 {
+                    let left = crate::money::Micros((x.0 - used).max(0));
+                    return Err(daily(
+                        "daily_limit",
+                        format!("{x} credits ({left} left; this request may cost up to {})", req.cost),
+                    ));
+                }
             }
+        }
+        if let Some(f) = &req.funds
+            && cost > 0
+        {
+            let mut funds = self.funds.lock();
+            let st = funds.entry(f.account).or_default();
+            if let Err(free) = st.hold(f, cost) {
+                let path = req.principal.chain.iter().find(|a| a.id == f.account).map_or("?", |a| &*a.path);
+                return Err(no_funds(path, free, cost));
+            }
+            reservation.funder = Some(f.account);
         }
         for c in guards.iter_mut() {
             let i = c.bucket(sec);
@@ -269,9 +361,17 @@ impl InMemoryMeter {
             c.tokens[i] += req.estimate_tokens;
             c.day_requests += 1;
             c.day_tokens += req.estimate_tokens;
+            c.day_held += cost;
         }
+        reservation.cost = req.cost;
         reservation.nodes = nodes.iter().map(|(n, _, _)| *n).collect();
+        reservation.rate = (rate != crate::traits::RateInfo::default()).then_some(rate);
         Ok(reservation)
+    }
+
+    /// What this meter holds and has settled for a paying account.
+    pub fn fund_state(&self, account: crate::ids::AccountId) -> FundState {
+        self.funds.lock().get(&account).copied().unwrap_or_default()
     }
 }
 
@@ -281,9 +381,13 @@ impl Meter for InMemoryMeter {
     }
 
     fn record(&self, record: UsageRecord, reservation: Reservation) {
+        if let Some(f) = reservation.funder {
+            self.funds.lock().entry(f).or_default().settle(reservation.cost.0, record.cost.0);
+        }
         if !reservation.nodes.is_empty() {
             let actual = record.usage.total();
             let day = Day::of(record.time);
+            let held_day = Day::of(self.epoch_time(reservation.slot));
             let map = self.counters.read();
             for n in reservation.nodes.iter() {
                 let Some(c) = map.get(n) else { continue };
@@ -291,6 +395,9 @@ impl Meter for InMemoryMeter {
                 let i = (reservation.slot % WINDOW as u64) as usize;
                 if c.stamp[i] == reservation.slot {
                     c.tokens[i] = (c.tokens[i] + actual).saturating_sub(reservation.tokens);
+                }
+                if c.day == held_day {
+                    c.day_held = (c.day_held - reservation.cost.0).max(0);
                 }
                 if c.day == day {
                     c.day_tokens = (c.day_tokens + actual).saturating_sub(reservation.tokens);
@@ -384,7 +491,14 @@ mod tests {
     }
 
     fn ask<'a>(m: &InMemoryMeter, p: &'a Principal, model: &'a str, est: u64) -> Result<Reservation, GatewayError> {
-        m.admit_now(&AdmitRequest { principal: p, model, estimate_tokens: est, resolution: None })
+        m.admit_now(&AdmitRequest {
+            principal: p,
+            model,
+            estimate_tokens: est,
+            resolution: None,
+            cost: Micros::ZERO,
+            funds: None,
+        })
     }
 
     #[test]

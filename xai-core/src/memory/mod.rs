@@ -5,5 +5,5 @@ mod meter;
 mod policy_store;
 
 pub use key_pool::{InMemoryKeyPool, KeyHealth, PoolConfig};
-pub use meter::{InMemoryMeter, LiveUsage, Who, limit_nodes, limits_of};
+pub use meter::{FundState, InMemoryMeter, LiveUsage, Who, limit_nodes, limits_of, no_funds};
 pub use policy_store::{Catalog, CatalogError, InMemoryPolicyStore};

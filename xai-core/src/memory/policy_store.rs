@@ -38,6 +38,8 @@ struct Snapshot {
     accounts: HashMap<AccountId, Arc<Account>>,
     table: Arc<RouteTable>,
     prices: HashMap<Arc<str>, Price>,
+    /// Prices keyed by a pattern (`claude-*`), most specific (longest literal text) first.
+    price_globs: Vec<(crate::policy::ModelPattern, Price)>,
 }
 
 impl Snapshot {
@@ -63,11 +65,20 @@ impl Snapshot {
             }
             principals.insert(k.digest, Arc::new(Principal::new(Arc::new(k), chain)));
         }
+        let mut price_globs: Vec<(crate::policy::ModelPattern, Price)> = c
+            .prices
+            .iter()
+            .filter(|(m, _)| m.contains(['*', '?', '[']))
+            .filter_map(|(m, p)| crate::policy::ModelPattern::new(m).ok().map(|g| (g, *p)))
+            .collect();
+        let literal = |g: &crate::policy::ModelPattern| g.as_str().chars().filter(|c| !"*?[]".contains(*c)).count();
+        price_globs.sort_by(|a, b| literal(&b.0).cmp(&literal(&a.0)).then_with(|| a.0.as_str().cmp(b.0.as_str())));
         Ok(Self {
             principals,
             accounts,
             table: Arc::new(RouteTable::new(c.providers, c.switch_over)),
             prices: c.prices,
+            price_globs,
         })
     }
 }
@@ -114,7 +125,11 @@ impl PolicyStore for InMemoryPolicyStore {
     }
 
     fn price(&self, model: &str) -> Option<Price> {
-        self.snap.load().prices.get(model).copied()
+        let snap = self.snap.load();
+        snap.prices
+            .get(model)
+            .copied()
+            .or_else(|| snap.price_globs.iter().find(|(g, _)| g.matches(model)).map(|(_, p)| *p))
     }
 
     fn priced_models(&self) -> Vec<Arc<str>> {

@@ -61,6 +61,9 @@ pub struct EffectivePolicy {
     pub tpd: Option<Bound<u64>>,
     /// Tightest credits per day.
     pub daily_limit: Option<Bound<Micros>>,
+    /// The nearest `freeze_on_anomaly` on the path (a setting: the most specific account decides).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub freeze_on_anomaly: Option<Bound<bool>>,
 }
 
 fn ser_nets<S: serde::Serializer>(v: &[Bound<Vec<IpNet>>], s: S) -> Result<S::Ok, S::Error> {
@@ -117,6 +120,11 @@ impl EffectivePolicy {
         tighter(&mut self.tpm, p.tpm, src);
         tighter(&mut self.tpd, p.tpd, src);
         tighter(&mut self.daily_limit, p.daily_limit, src);
+        if self.freeze_on_anomaly.is_none()
+            && let Some(v) = p.freeze_on_anomaly
+        {
+            self.freeze_on_anomaly = Some(Bound { value: v, set_by: src.clone() });
+        }
     }
 
     /// Whether `model` passes every allowlist (no mapping: used for direct names such as mapper targets).

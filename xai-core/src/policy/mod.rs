@@ -71,6 +71,9 @@ pub struct Policy {
     pub daily_limit: Option<Micros>,
     /// Limits that apply to the models matching a glob (also aggregate over the subtree).
     pub model_limits: Vec<(ModelPattern, Limits)>,
+    /// Disable the account automatically when anomaly detection flags it (a setting, not a bound: the nearest
+    /// account on the path that sets it decides; see [`crate::anomaly`]).
+    pub freeze_on_anomaly: Option<bool>,
 }
 
 /// Numeric limits (used per model).

@@ -87,6 +87,8 @@ pub struct PolicyPatch {
     pub daily_limit: Option<Option<Micros>>,
     #[serde(default, deserialize_with = "patch")]
     pub model_limits: Option<Option<OrderedMap<Limits>>>,
+    #[serde(default, deserialize_with = "patch")]
+    pub freeze_on_anomaly: Option<Option<bool>>,
 }
 
 /// Endpoint resource names.
@@ -108,6 +110,7 @@ impl PolicyPatch {
             && self.tpd.is_none()
             && self.daily_limit.is_none()
             && self.model_limits.is_none()
+            && self.freeze_on_anomaly.is_none()
     }
 
     /// Applies to `p`; refuses unknown resource names.
@@ -136,7 +139,7 @@ impl PolicyPatch {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { p.$f = v; } )* };
         }
-        set!(rpm, rpd, tpm, tpd, daily_limit);
+        set!(rpm, rpd, tpm, tpd, daily_limit, freeze_on_anomaly);
         if let Some(v) = self.model_limits {
             p.model_limits = v.unwrap_or_default().0;
         }
@@ -177,6 +180,10 @@ pub fn policy_json(p: &Policy) -> serde_json::Map<String, serde_json::Value> {
         ml.insert(k.as_str().into(), serde_json::to_value(l).unwrap_or(Value::Null));
     }
     m.insert("model_limits".into(), Value::Object(ml));
+    // Shown only when set: a setting most accounts never touch.
+    if let Some(f) = p.freeze_on_anomaly {
+        m.insert("freeze_on_anomaly".into(), Value::from(f));
+    }
     m
 }
 

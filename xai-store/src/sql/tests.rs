@@ -232,6 +232,29 @@ async fn round_trip(store: &SqlStore) {
     assert!(store.load().await.unwrap().catalog.providers.is_empty());
     store.save_provider(&fixture().provider).await.unwrap();
     assert_eq!(store.load().await.unwrap().catalog.providers[0].keys.len(), 2);
+    audit_round_trip(store).await;
+}
+
+/// The audit trail: appended, saved twice without duplicates, read back newest first and per account.
+async fn audit_round_trip(store: &SqlStore) {
+    use xai_core::control::AuditEntry;
+    let entry = |id: u64, account: Option<u64>, action: &str| AuditEntry {
+        id,
+        time: t(1_700_000_000_000_000 + id as i64),
+        actor: "system:anomaly".into(),
+        action: action.into(),
+        account: account.map(AccountId),
+        detail: serde_json::json!({"flags": [{"rule": "daily_spend", "value": 12.5}]}),
+    };
+    let (a, b, c) =
+        (entry(10, Some(1), "account.frozen"), entry(11, Some(2), "account.disabled"), entry(12, None, "x"));
+    store.save(&[Change::Audit(&a), Change::Audit(&b)]).await.unwrap();
+    store.save(&[Change::Audit(&a), Change::Audit(&c)]).await.unwrap();
+    let all = store.audit(None, 10).await.unwrap();
+    assert_eq!(all, [c, b.clone(), a.clone()]);
+    assert_eq!(store.audit(Some(&[AccountId(1)]), 10).await.unwrap(), [a]);
+    assert_eq!(store.audit(Some(&[AccountId(1), AccountId(2)]), 1).await.unwrap(), [b]);
+    assert!(store.audit(Some(&[]), 10).await.unwrap().is_empty());
 }
 
 fn sqlite_url(dir: &std::path::Path) -> String {
@@ -244,11 +267,11 @@ async fn sqlite_migrations_are_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
     let s1 = SqlStore::connect(&url, MasterKey::generate()).await.unwrap();
-    assert_eq!(s1.applied_migrations().await.unwrap(), [1, 2]);
+    assert_eq!(s1.applied_migrations().await.unwrap(), [1, 2, 3, 4, 5]);
     assert!(s1.migrate().await.unwrap().is_empty());
     s1.close().await;
     let s2 = SqlStore::connect(&url, MasterKey::generate()).await.unwrap();
-    assert_eq!(s2.applied_migrations().await.unwrap(), [1, 2]);
+    assert_eq!(s2.applied_migrations().await.unwrap(), [1, 2, 3, 4, 5]);
     // Two stores on one file at once.
     let (a, b) =
         tokio::join!(SqlStore::connect(&url, MasterKey::generate()), SqlStore::connect(&url, MasterKey::generate()));
@@ -311,7 +334,7 @@ async fn postgres_migrations_round_trip_and_no_key_material() {
     let starts = futures::future::join_all((0..4).map(|_| SqlStore::connect(&db.url, master.clone()))).await;
     let stores: Vec<SqlStore> = starts.into_iter().map(Result::unwrap).collect();
     let store = &stores[0];
-    assert_eq!(store.applied_migrations().await.unwrap(), [1, 2]);
+    assert_eq!(store.applied_migrations().await.unwrap(), [1, 2, 3, 4, 5]);
     assert!(store.migrate().await.unwrap().is_empty());
     round_trip(store).await;
 
