@@ -20,6 +20,7 @@ use xai_tests::admin::{AdminApi, expect, id_of, str_of};
 use xai_tests::client::HttpResponse;
 use xai_tests::fixtures::{assert_openai_error, chat_body};
 use xai_tests::harness::{TempDir, XaiServer};
+use xai_tests::mock::Behavior;
 use xai_tests::pg::{TestDatabase, random_hex, unavailable};
 use xai_tests::{client, mock::MockUpstream};
 
@@ -382,6 +383,82 @@ async fn rpm_is_shared_by_the_instances() {
     assert_eq!(mock.requests().len(), 20, "refused requests never reach the upstream");
     let keys = redis_keys(&prefix).await;
     assert!(!keys.is_empty(), "the shared counters live under the configured redis_prefix {prefix:?}; none there");
+}
+
+/// `"12.345"` credits in micro-credits.
+fn micros(s: &str) -> i64 {
+    let (i, f) = s.split_once('.').unwrap_or((s, ""));
+    i.parse::<i64>().unwrap() * 1_000_000 + format!("{f:0<6}").parse::<i64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn funds_for_four_admit_four_across_two_instances_and_every_spend_is_saved() {
+    let Some(env) = Env::create(true).await else { return };
+    let mock = MockUpstream::start().await;
+    // Slow answers: the 20 requests are in flight together on both instances.
+    mock.script(None, (0..24).map(|_| Behavior::ok().with_delay_ms(500)).collect());
+    let config = env.config();
+    let a = env.server(&config, &mock).await;
+    let b = env.server(&config, &mock).await;
+    let root_a = AdminApi::new(&a, Some(ROOT_TOKEN));
+    let team = account_id(&a, "team").await;
+    let wallet = id_of(&root_a.create_account("wallet", Some(team), json!({})).await);
+    let (_, key) = root_a.new_key(wallet).await;
+    let body = || {
+        let mut b = chat_body("gpt-4o-mini", "x");
+        b["max_tokens"] = json!(8);
+        b
+    };
+    // The hold of one request: ⌈bytes / 4⌉ input tokens at 0.1 credits, 8 output tokens at 0.2 credits.
+    let bytes = serde_json::to_vec(&body()).unwrap().len() as i64;
+    let hold = (bytes + 3) / 4 * 100_000 + 8 * 200_000;
+    let funds = 4 * hold + hold / 2;
+    let credits = |m: i64| format!("{}.{:06}", m / 1_000_000, m % 1_000_000);
+    root_a.credits(team, &credits(funds)).await;
+    root_a.credits(wallet, &credits(funds)).await;
+    // B knows the key and the wallet's balance once its explain finds the key (the same change feed).
+    let root_b = AdminApi::new(&b, Some(ROOT_TOKEN));
+    let explain = json!({"key": key, "model": "gpt-4o-mini"});
+    time_until("the key issued on A, explained on B", Instant::now(), 200, 404, || root_b.post("/explain", &explain))
+        .await;
+    let since = Instant::now();
+    while micros(&root_b.balance(wallet).await) != funds {
+        assert!(since.elapsed() < POLL_BOUND, "B never saw the wallet's credits");
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let url = if i % 2 == 0 { a.url() } else { b.url() };
+            let (key, body) = (key.clone(), body());
+            tokio::spawn(
+                async move { client::post_json(&format!("{url}/v1/chat/completions"), Some(&key), &body).await },
+            )
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    let ok = answers.iter().filter(|r| r.status == 200).count();
+    assert_eq!(
+        ok,
+        4,
+        "funds for four admit four across A and B: {:?}",
+        answers.iter().map(|r| r.text()).collect::<Vec<_>>()
+    );
+    for r in answers.iter().filter(|r| r.status != 200) {
+        assert_eq!(r.status, 429);
+        let msg = assert_openai_error(r)["message"].as_str().unwrap_or_default().to_owned();
+        assert!(msg.contains("insufficient credits: account team/wallet"), "{msg}");
+    }
+    // Each reply costs 2 credits (10 prompt tokens at 0.1, 5 completion tokens at 0.2).
+    let spent: i64 = 4 * 2_000_000;
+    // Both instances save their spending; a third instance started afterwards reads every spend back.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let c = env.server(&config, &mock).await;
+    let balance = micros(&AdminApi::new(&c, Some(ROOT_TOKEN)).balance(wallet).await);
+    assert_eq!(balance, funds - spent, "no instance's spending is lost in the database");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

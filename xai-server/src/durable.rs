@@ -78,14 +78,23 @@ pub async fn save(sql: &SqlStore, control: &ControlPlane, changes: Changes) -> R
     }
     let rows: Vec<ProductRow> = changes.products.iter().map(row_of).collect();
     let mut list: Vec<Change<'_>> = Vec::new();
-    list.extend(changes.accounts.iter().map(Change::Account));
+    // Balances and product counters are saved as movements: instances on one database add up.
+    list.extend(
+        changes
+            .accounts
+            .iter()
+            .map(|a| Change::AccountMoved(a, changes.balance_deltas.get(&a.id).copied().unwrap_or(0))),
+    );
     list.extend(changes.keys.iter().map(|k| Change::Key {
         key: &k.key,
         name: k.name.as_deref(),
         created_at: k.created_at,
     }));
     list.extend(changes.entries.iter().map(Change::Ledger));
-    list.extend(rows.iter().map(Change::Product));
+    list.extend(rows.iter().map(|r| {
+        let (remaining, used) = changes.product_deltas.get(&r.id).copied().unwrap_or((0, 0));
+        Change::ProductMoved(r, remaining, used)
+    }));
     list.extend(changes.audit.iter().map(Change::Audit));
     match sql.save(&list).await {
         Ok(()) => Ok(()),

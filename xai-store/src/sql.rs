@@ -167,6 +167,9 @@ pub struct Snapshot {
 pub enum Change<'a> {
     /// Insert or update an account (its `created_at` is set on first insert).
     Account(&'a Account),
+    /// Insert an account, or update it and add `delta` to the stored balance (instances sharing the database add
+    /// their own movements instead of overwriting each other's).
+    AccountMoved(&'a Account, i64),
     /// Insert or update a virtual key (digest only).
     Key {
         /// The key.
@@ -180,6 +183,9 @@ pub enum Change<'a> {
     Ledger(&'a Entry),
     /// Insert or update a product.
     Product(&'a ProductRow),
+    /// Insert a product, or update it adding the deltas to `remaining` and to today's `used` (see
+    /// [`Change::AccountMoved`]).
+    ProductMoved(&'a ProductRow, i64, i64),
     /// Insert or update a provider and replace its upstream keys (sealed).
     Provider(&'a Provider),
     /// Remove a provider and its upstream keys.
@@ -395,11 +401,18 @@ impl SqlStore {
     fn statements(&self, c: &Change<'_>, now: i64, out: &mut Vec<Stmt>) -> Result<(), StoreError> {
         use Arg::{I, T};
         match *c {
-            Change::Account(a) => out.push(Stmt {
-                sql: "INSERT INTO xai_accounts (id, parent, name, status, role, policy, balance, created_at) \
+            Change::Account(a) | Change::AccountMoved(a, _) => out.push(Stmt {
+                sql: if let Change::AccountMoved(..) = c {
+                    "INSERT INTO xai_accounts (id, parent, name, status, role, policy, balance, created_at) \
                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET \
                       parent = excluded.parent, name = excluded.name, status = excluded.status, role = excluded.role, \
-                      policy = excluded.policy, balance = excluded.balance",
+                      policy = excluded.policy, balance = xai_accounts.balance + $9"
+                } else {
+                    "INSERT INTO xai_accounts (id, parent, name, status, role, policy, balance, created_at) \
+                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET \
+                      parent = excluded.parent, name = excluded.name, status = excluded.status, role = excluded.role, \
+                      policy = excluded.policy, balance = excluded.balance"
+                },
                 args: vec![
                     I(Some(id64(a.id.0)?)),
                     I(a.parent.map(|p| id64(p.0)).transpose()?),
@@ -409,7 +422,13 @@ impl SqlStore {
                     T(Some(policy_text(&a.policy))),
                     I(Some(a.balance.0)),
                     I(Some(now)),
-                ],
+                ]
+                .into_iter()
+                .chain(match c {
+                    Change::AccountMoved(_, d) => Some(I(Some(*d))),
+                    _ => None,
+                })
+                .collect(),
             }),
             Change::Key { key, name, created_at } => out.push(Stmt {
                 sql: "INSERT INTO xai_keys (id, account, prefix, digest, status, expires_at, name, policy, created_at) \
@@ -443,13 +462,24 @@ impl SqlStore {
                     T(e.note.clone()),
                 ],
             }),
-            Change::Product(p) => out.push(Stmt {
-                sql: "INSERT INTO xai_products (id, account, kind, daily_allowance, credits, remaining, starts, ends, \
+            Change::Product(p) | Change::ProductMoved(p, ..) => out.push(Stmt {
+                sql: if let Change::ProductMoved(..) = c {
+                    "INSERT INTO xai_products (id, account, kind, daily_allowance, credits, remaining, starts, ends, \
+                      expires, used_day, used, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                      ON CONFLICT (id) DO UPDATE SET account = excluded.account, kind = excluded.kind, \
+                      daily_allowance = excluded.daily_allowance, credits = excluded.credits, \
+                      remaining = xai_products.remaining + $13, starts = excluded.starts, ends = excluded.ends, \
+                      expires = excluded.expires, \
+                      used = CASE WHEN xai_products.used_day = excluded.used_day THEN xai_products.used + $14 \
+                      ELSE $14 END, used_day = excluded.used_day"
+                } else {
+                    "INSERT INTO xai_products (id, account, kind, daily_allowance, credits, remaining, starts, ends, \
                       expires, used_day, used, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
                       ON CONFLICT (id) DO UPDATE SET account = excluded.account, kind = excluded.kind, \
                       daily_allowance = excluded.daily_allowance, credits = excluded.credits, \
                       remaining = excluded.remaining, starts = excluded.starts, ends = excluded.ends, \
-                      expires = excluded.expires, used_day = excluded.used_day, used = excluded.used",
+                      expires = excluded.expires, used_day = excluded.used_day, used = excluded.used"
+                },
                 args: vec![
                     I(Some(id64(p.id)?)),
                     I(Some(id64(p.account.0)?)),
@@ -463,7 +493,13 @@ impl SqlStore {
                     T(p.used_day.map(|d| d.to_string())),
                     I(Some(p.used.0)),
                     I(Some(now)),
-                ],
+                ]
+                .into_iter()
+                .chain(match c {
+                    Change::ProductMoved(_, r, u) => vec![I(Some(*r)), I(Some(*u))],
+                    _ => vec![],
+                })
+                .collect(),
             }),
             Change::Audit(e) => out.push(Stmt {
                 sql: "INSERT INTO xai_audit (id, time, actor, action, account, detail) VALUES ($1, $2, $3, $4, $5, $6) \

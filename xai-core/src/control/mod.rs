@@ -149,6 +149,10 @@ pub(crate) struct State {
     pub(crate) applied: HashMap<AccountId, i64>,
     /// Bumped when balances are reloaded from the store.
     pub(crate) generation: u64,
+    /// Each account's balance as this instance last saved or loaded it (saves write the difference).
+    pub(crate) saved_balance: HashMap<AccountId, i64>,
+    /// Each product's (remaining, used day, used) as this instance last saved or loaded it.
+    pub(crate) saved_product: HashMap<u64, (i64, crate::day::Day, i64)>,
 }
 
 /// Where the control plane reads live use (the meter's counters) for `today` and `explain`.

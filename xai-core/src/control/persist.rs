@@ -45,6 +45,11 @@ pub struct Changes {
     pub products: Vec<Product>,
     /// New audit entries.
     pub audit: Vec<AuditEntry>,
+    /// Per changed account: how much its balance moved here since the last save. Instances sharing a database
+    /// add their movements (`balance = balance + delta`) instead of overwriting each other's.
+    pub balance_deltas: std::collections::HashMap<AccountId, i64>,
+    /// Per changed product: how much its `remaining` and today's `used` moved here since the last save.
+    pub product_deltas: std::collections::HashMap<u64, (i64, i64)>,
 }
 
 impl Changes {
@@ -132,9 +137,14 @@ impl ControlPlane {
             Ok(())
         })?;
         cp.change_quiet(|st| {
+            st.saved_balance = st.accounts.values().map(|a| (a.id, a.balance.0)).collect();
+            Ok(())
+        })?;
+        cp.change_quiet(|st| {
             st.ledger = saved.ledger.clone();
             st.next_entry = st.ledger.iter().map(|e| e.id).max().unwrap_or(0);
             st.products = saved.products.iter().map(|p| (p.id, p.clone())).collect();
+            st.saved_product = st.products.values().map(|p| (p.id, (p.remaining.0, p.used.0, p.used.1.0))).collect();
             st.next_product = st.products.keys().max().copied().unwrap_or(0);
             st.audit = saved.audit.clone();
             st.next_audit = st.audit.iter().map(|e| e.id).max().unwrap_or(0);
@@ -224,14 +234,20 @@ impl ControlPlane {
         // Accounts billed since the save that preceded this reload keep their local balance (and stay marked),
         // so a request settled in between is not lost.
         let unsaved: HashSet<AccountId> = self.change_quiet(|st| Ok(st.dirty.accounts.clone())).unwrap_or_default();
+        let stored: BTreeMap<AccountId, i64> = accounts.iter().map(|a| (a.id, a.balance.0)).collect();
         self.change(|st| {
-            let local: BTreeMap<AccountId, Micros> =
-                unsaved.iter().filter_map(|id| st.accounts.get(id).map(|a| (*id, a.balance))).collect();
+            // What moved here and is not saved yet stays on top of the stored balance.
+            let local: BTreeMap<AccountId, i64> = unsaved
+                .iter()
+                .filter_map(|id| {
+                    st.accounts.get(id).map(|a| (*id, a.balance.0 - st.saved_balance.get(id).copied().unwrap_or(0)))
+                })
+                .collect();
             st.accounts = accounts
                 .into_iter()
                 .map(|mut a| {
-                    if let Some(b) = local.get(&a.id) {
-                        a.balance = *b;
+                    if let Some(d) = local.get(&a.id) {
+                        a.balance = Micros(a.balance.0.saturating_add(*d));
                     }
                     (a.id, a)
                 })
@@ -251,6 +267,7 @@ impl ControlPlane {
             // so meters take every settlement so far as applied (see `Funds::generation`).
             let given: Vec<AccountId> = st.accounts.values().filter(|a| a.balance.0 > 0).map(|a| a.id).collect();
             st.funded.extend(given);
+            st.saved_balance.extend(stored.iter().map(|(id, b)| (*id, *b)));
             st.generation += 1;
             Ok(())
         })
@@ -264,6 +281,10 @@ impl ControlPlane {
             let mut accounts: Vec<AccountId> = d.accounts.into_iter().collect();
             accounts.sort();
             c.accounts = accounts.iter().filter_map(|id| st.accounts.get(id).cloned()).collect();
+            for a in &c.accounts {
+                let before = st.saved_balance.insert(a.id, a.balance.0).unwrap_or(0);
+                c.balance_deltas.insert(a.id, a.balance.0 - before);
+            }
             let mut keys: Vec<KeyId> = d.keys.into_iter().collect();
             keys.sort();
             c.keys = keys
@@ -277,6 +298,12 @@ impl ControlPlane {
             let mut products: Vec<u64> = d.products.into_iter().collect();
             products.sort();
             c.products = products.iter().filter_map(|id| st.products.get(id).cloned()).collect();
+            for p in &c.products {
+                let now = (p.remaining.0, p.used.0, p.used.1.0);
+                let (remaining, day, used) = st.saved_product.insert(p.id, now).unwrap_or((0, now.1, 0));
+                let used_delta = if day == now.1 { now.2 - used } else { now.2 };
+                c.product_deltas.insert(p.id, (now.0 - remaining, used_delta));
+            }
             c.audit = st.audit.iter().filter(|e| d.audit.contains(&e.id)).cloned().collect();
             Ok(c)
         })
@@ -287,6 +314,18 @@ impl ControlPlane {
     pub fn requeue(&self, c: &Changes) {
         let _ = self.change_quiet(|st| {
             st.dirty.accounts.extend(c.accounts.iter().map(|a| a.id));
+            // The movements are not saved: count them again in the next save.
+            for (id, d) in &c.balance_deltas {
+                if let Some(b) = st.saved_balance.get_mut(id) {
+                    *b -= d;
+                }
+            }
+            for (id, (r, u)) in &c.product_deltas {
+                if let Some(x) = st.saved_product.get_mut(id) {
+                    x.0 -= r;
+                    x.2 -= u;
+                }
+            }
             st.dirty.keys.extend(c.keys.iter().map(|k| k.key.id));
             st.dirty.entries.extend(c.entries.iter().map(|e| e.id));
             st.dirty.products.extend(c.products.iter().map(|p| p.id));
