@@ -459,6 +459,15 @@ async fn funds_for_four_admit_four_across_two_instances_and_every_spend_is_saved
     let c = env.server(&config, &mock).await;
     let balance = micros(&AdminApi::new(&c, Some(ROOT_TOKEN)).balance(wallet).await);
     assert_eq!(balance, funds - spent, "no instance's spending is lost in the database");
+
+    // Reclaim what is left: B refuses; a card added on A funds the wallet on B within the propagation bound.
+    root_a.credits(wallet, &format!("-{}", credits(balance))).await;
+    let (url_b, capped) = (format!("{}/v1/chat/completions", b.url()), body());
+    let on_b = || client::post_json(&url_b, Some(&key), &capped);
+    time_until("the reclaim made on A, seen on B", Instant::now(), 429, 200, on_b).await;
+    let card = root_a.post(&format!("/accounts/{wallet}/products"), &json!({"kind": "card", "credits": "50"})).await;
+    expect(&card, 201, "a card on A");
+    within_propagation("a card added on A funds requests on B", Instant::now(), 200, 429, on_b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

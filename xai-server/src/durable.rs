@@ -57,7 +57,8 @@ fn row_of(p: &Product) -> ProductRow {
     }
 }
 
-fn product_of(r: &ProductRow) -> Product {
+/// A stored product row as the control plane's product.
+pub fn product_of(r: &ProductRow) -> Product {
     let used = (r.used_day.unwrap_or_else(xai_core::day::Day::today), r.used);
     Product::restore(
         r.id,

@@ -149,6 +149,10 @@ async fn reload(sql: &SqlStore, control: &ControlPlane) {
                 Ok(()) => tracing::debug!("reloaded the account tree after a change elsewhere"),
                 Err(e) => tracing::warn!(error = %e, "reloading the account tree failed"),
             }
+            let products = snap.products.iter().map(crate::durable::product_of).collect();
+            if let Err(e) = control.reload_products(products) {
+                tracing::warn!(error = %e, "reloading products failed");
+            }
             crate::durable::apply_saved_prices(sql, control).await;
         }
         Err(e) => tracing::warn!(error = %e, "reloading the account tree failed"),

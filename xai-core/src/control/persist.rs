@@ -273,6 +273,34 @@ impl ControlPlane {
         })
     }
 
+    /// Takes the products from a saved state written by another instance (with [`ControlPlane::reload_tree`]):
+    /// products added elsewhere appear, and each product's counters become the stored ones plus what moved here
+    /// and is not saved yet. Nothing here is marked changed.
+    pub fn reload_products(&self, products: Vec<Product>) -> Result<(), AdminError> {
+        self.change_quiet(|st| {
+            for mut p in products {
+                let stored = (p.remaining.0, p.used.0, p.used.1.0);
+                if let Some(local) = st.products.get(&p.id)
+                    && st.dirty.products.contains(&p.id)
+                {
+                    let (remaining, day, used) = st.saved_product.get(&p.id).copied().unwrap_or(stored);
+                    p.remaining = Micros(p.remaining.0 + local.remaining.0 - remaining);
+                    if local.used.0 == p.used.0 {
+                        let mine = if day == local.used.0 { local.used.1.0 - used } else { local.used.1.0 };
+                        p.used.1 = Micros(p.used.1.0 + mine);
+                    } else if local.used.0 > p.used.0 {
+                        p.used = local.used;
+                    }
+                }
+                st.funded.insert(p.account);
+                st.saved_product.insert(p.id, stored);
+                st.next_product = st.next_product.max(p.id);
+                st.products.insert(p.id, p);
+            }
+            Ok(())
+        })
+    }
+
     /// What changed since the last call (cleared by this call).
     pub fn take_changes(&self) -> Changes {
         self.change_quiet(|st| {
