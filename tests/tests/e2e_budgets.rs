@@ -184,11 +184,23 @@ async fn prices_through_the_admin_api_persist_and_bill() {
         / 1_000_000;
     assert_eq!(micros(rec["cost"].as_str().unwrap()), expected, "{rec}");
 
+    // An API price overrides the file's; deleting it falls back to the file's.
+    let over = api.send_raw(http::Method::PUT, "/pricing/gpt-4o-mini", r#"{"input":"5","output":"5"}"#).await;
+    assert_eq!(expect(&over, 200, "override")["price"]["input"], "5");
+    let back = expect(&api.delete("/pricing/gpt-4o-mini").await, 200, "delete the override");
+    assert_eq!(back["price"]["input"], RATE, "the file's price again: {back}");
+
     // The price outlives a restart on the same data directory.
     drop(server);
     let server = XaiServer::builder(config("")).var("MOCK", mock.url()).data_dir(dir.path()).start().await;
-    let list = expect(&AdminApi::new(&server, Some(ROOT)).get("/pricing").await, 200, "list prices");
+    let api = AdminApi::new(&server, Some(ROOT));
+    let list = expect(&api.get("/pricing").await, 200, "list prices");
     assert_eq!(list["prices"]["gpt-4o"]["output"], "8", "{list}");
+    assert_eq!(list["prices"]["gpt-4o-mini"]["input"], RATE, "{list}");
+    let gone = expect(&api.delete("/pricing/gpt-4o").await, 200, "delete");
+    assert_eq!(gone["price"], Value::Null, "{gone}");
+    assert_eq!(api.get("/pricing/gpt-4o").await.status, 404);
+    assert_eq!(api.delete("/pricing/gpt-4o").await.status, 404, "nothing left to delete");
 }
 
 #[tokio::test]

@@ -360,14 +360,17 @@ impl Admin {
             (&Method::PUT | &Method::DELETE, Some(model)) => {
                 let price: Option<xai_core::Price> = if m == Method::PUT { Some(parse(body)?) } else { None };
                 self.control.set_price(scope, &model, price)?;
-                if let Some(sql) = &self.sql
-                    && let Err(e) = sql.save_price(&model, price.as_ref()).await
-                {
-                    tracing::error!(error = %e, "saving a price failed");
-                    return Err(AdminError::Invalid("the price is applied here but could not be saved".into()));
+                if let Some(sql) = &self.sql {
+                    if let Err(e) = sql.save_price(&model, price.as_ref()).await {
+                        tracing::error!(error = %e, "saving a price failed");
+                        return Err(AdminError::Invalid("the price is applied here but could not be saved".into()));
+                    }
+                    // A deleted price falls back to the configuration file's, when it has one.
+                    crate::durable::apply_saved_prices(sql, &self.control).await;
                 }
                 self.feed.publish(&self.instance).await;
-                ok(&serde_json::json!({"model": model, "price": price}))
+                let now = self.control.prices().get(&model).copied();
+                ok(&serde_json::json!({"model": model, "price": now}))
             }
             _ => Err(AdminError::NotFound(format!("no admin endpoint {m} /admin/v1/{}", segs.join("/")))),
         }

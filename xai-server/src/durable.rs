@@ -208,17 +208,26 @@ pub fn total_credits(control: &ControlPlane) -> Micros {
     Micros(control.total_balance().clamp(i64::MIN as i128, i64::MAX as i128) as i64)
 }
 
-/// Applies the prices set through the admin API (they take precedence over the configuration's `[pricing]`).
+/// The configuration file's `[pricing]`, kept at start: prices deleted through the API fall back to them.
+static FILE_PRICES: std::sync::OnceLock<std::collections::HashMap<std::sync::Arc<str>, xai_core::Price>> =
+    std::sync::OnceLock::new();
+
+/// Remembers the configuration file's prices (once, at start).
+pub fn set_file_prices(prices: std::collections::HashMap<std::sync::Arc<str>, xai_core::Price>) {
+    let _ = FILE_PRICES.set(prices);
+}
+
+/// Applies the prices: the configuration's, overridden by those set through the admin API (a price deleted through
+/// the API falls back to the file's, or is gone).
 pub async fn apply_saved_prices(sql: &SqlStore, control: &ControlPlane) {
     match sql.load_prices().await {
-        Ok(prices) => {
+        Ok(saved) => {
+            let mut prices = FILE_PRICES.get().cloned().unwrap_or_default();
+            prices.extend(saved.into_iter().map(|(m, p)| (std::sync::Arc::from(m.as_str()), p)));
             let current = control.prices();
-            for (model, price) in prices {
-                if current.get(&model) != Some(&price)
-                    && let Err(e) = control.set_price(xai_core::control::Scope::Root, &model, Some(price))
-                {
-                    tracing::warn!(model, error = %e, "a saved price was not applied");
-                }
+            let same = current.len() == prices.len() && prices.iter().all(|(m, p)| current.get(&**m) == Some(p));
+            if !same && let Err(e) = control.replace_prices(prices) {
+                tracing::warn!(error = %e, "the saved prices were not applied");
             }
         }
         Err(e) => tracing::warn!(error = %e, "loading saved prices failed"),

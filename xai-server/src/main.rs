@@ -228,6 +228,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Some(s) => s.control.clone(),
         None => Arc::new(xai_core::control::ControlPlane::new(catalog).map_err(|e| e.to_string())?),
     };
+    durable::set_file_prices(cfg.catalog().prices);
     if let Some(s) = &state {
         durable::apply_saved_prices(&s.sql, &control).await;
     }

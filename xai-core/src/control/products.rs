@@ -384,6 +384,21 @@ impl ControlPlane {
         })
     }
 
+    /// Replaces every price at once (a reload: the configuration's prices overlaid with those set through the API).
+    pub fn replace_prices(
+        &self,
+        prices: std::collections::HashMap<Arc<str>, crate::usage::Price>,
+    ) -> Result<(), AdminError> {
+        self.change(|st| {
+            st.base.prices.clone_from(&prices);
+            Ok(())
+        })?;
+        self.change_quiet(|st| {
+            st.base.prices = prices;
+            Ok(())
+        })
+    }
+
     /// Every price, by model.
     pub fn prices(&self) -> std::collections::BTreeMap<String, crate::usage::Price> {
         self.read(|st| st.base.prices.iter().map(|(m, p)| (m.to_string(), *p)).collect())
