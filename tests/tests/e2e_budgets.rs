@@ -241,6 +241,8 @@ async fn rate_limit_headers_and_refusals_name_the_bound_and_account() {
     let err = assert_openai_error(&refused);
     assert!(err["message"].as_str().unwrap().contains("rpm 3 of account acme/team"), "{err}");
     assert!(refused.header("retry-after").is_some());
+    assert_eq!(refused.header("x-ratelimit-limit-requests"), Some("3"), "a refusal shows the bound that refused");
+    assert_eq!(refused.header("x-ratelimit-remaining-requests"), Some("0"));
 }
 
 #[tokio::test]

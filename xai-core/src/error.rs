@@ -55,6 +55,8 @@ pub enum GatewayError {
         message: String,
         /// When to try again.
         retry_after: Option<Duration>,
+        /// The request or token bound that refused (for `x-ratelimit-*` headers); `None` for credits.
+        bound: Option<RateBound>,
     },
     /// Every usable upstream key was tried or is cooling down.
     #[error("{message}")]
@@ -84,6 +86,15 @@ pub enum GatewayError {
         /// The upstream's message.
         message: String,
     },
+}
+
+/// The bound behind a [`GatewayError::RateLimited`]: what it counts and its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateBound {
+    /// Requests (rpm, rpd).
+    Requests(u64),
+    /// Tokens (tpm, tpd).
+    Tokens(u64),
 }
 
 impl GatewayError {

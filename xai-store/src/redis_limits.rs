@@ -36,6 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
+use xai_core::error::RateBound;
 use xai_core::memory::{InMemoryMeter, Who};
 use xai_core::policy::Limits;
 use xai_core::traits::{LimitNode, StoreError};
@@ -753,10 +754,16 @@ impl RedisMeter {
                 let minute = |bound: &str, limit: Option<u64>| GatewayError::RateLimited {
                     message: format!("rate limit reached: {bound} {} of {who}", opt(limit)),
                     retry_after: Some(Duration::from_secs((*retry).clamp(1, WINDOW as i64) as u64)),
+                    bound: limit.map(|n| if bound == "rpm" { RateBound::Requests(n) } else { RateBound::Tokens(n) }),
                 };
                 let daily = |bound: &str, limit: String| GatewayError::RateLimited {
                     message: format!("daily limit reached: {bound} {limit} of {who}"),
                     retry_after: Some(until_midnight(now)),
+                    bound: match (bound, limit.parse::<u64>()) {
+                        ("rpd", Ok(n)) => Some(RateBound::Requests(n)),
+                        ("tpd", Ok(n)) => Some(RateBound::Tokens(n)),
+                        _ => None,
+                    },
                 };
                 Err(match bound {
                     1 => minute("rpm", l.rpm),

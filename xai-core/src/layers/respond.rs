@@ -59,6 +59,19 @@ pub fn render(adapters: &Adapters, protocol: Protocol, err: &GatewayError) -> Re
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         h.insert("retry-after-ms", HeaderValue::from(ra.as_millis() as u64));
     }
+    // The bound that refused, as OpenAI's headers show it: nothing left until the reset.
+    if let GatewayError::RateLimited { bound: Some(b), retry_after, .. } = err {
+        let reset = retry_after.map_or(0, |r| r.as_secs().max(1));
+        let rate = match *b {
+            crate::error::RateBound::Requests(n) => {
+                crate::traits::RateInfo { requests: Some((n, 0, reset)), tokens: None }
+            }
+            crate::error::RateBound::Tokens(n) => {
+                crate::traits::RateInfo { requests: None, tokens: Some((n, 0, reset)) }
+            }
+        };
+        super::meter::rate_headers(h, &rate);
+    }
     // Clients retry what we say is retryable; OpenAI's SDKs read this header.
     h.insert("x-should-retry", HeaderValue::from_static(if err.is_retryable() { "true" } else { "false" }));
     r

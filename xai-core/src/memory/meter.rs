@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::{Mutex, RwLock};
 
 use crate::day::{Day, until_midnight};
-use crate::error::GatewayError;
+use crate::error::{GatewayError, RateBound};
 use crate::policy::{Limits, Principal};
 use crate::traits::{AdmitRequest, BoxFuture, LimitNode, Maybe, Meter, Reservation};
 use crate::usage::UsageRecord;
@@ -145,6 +145,7 @@ pub fn no_funds(path: &str, free: i64, cost: i64) -> GatewayError {
             crate::money::Micros(cost)
         ),
         retry_after: None,
+        bound: None,
     }
 }
 
@@ -303,10 +304,16 @@ impl InMemoryMeter {
             let minute = |bound: &str, limit: u64| GatewayError::RateLimited {
                 message: format!("rate limit reached: {bound} {limit} of {who}"),
                 retry_after: Some(Duration::from_secs(reset)),
+                bound: Some(if bound == "rpm" { RateBound::Requests(limit) } else { RateBound::Tokens(limit) }),
             };
             let daily = |bound: &str, limit: String| GatewayError::RateLimited {
                 message: format!("daily limit reached: {bound} {limit} of {who}"),
                 retry_after: Some(until_midnight()),
+                bound: match (bound, limit.parse::<u64>()) {
+                    ("rpd", Ok(n)) => Some(RateBound::Requests(n)),
+                    ("tpd", Ok(n)) => Some(RateBound::Tokens(n)),
+                    _ => None,
+                },
             };
             let est = req.estimate_tokens;
             if let Some(x) = l.rpm {
