@@ -83,6 +83,25 @@ cached_input = 0.075
     )
 }
 
+/// `config` without its `[pricing."…"]` tables and `credits` lines: no request is priced and no account is
+/// funded, so admission reserves no cost and settlement charges nothing.
+pub fn unpriced(config: &str) -> String {
+    let mut out = String::with_capacity(config.len());
+    let mut in_pricing = false;
+    for line in config.lines() {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            in_pricing = t.starts_with("[pricing");
+        }
+        if in_pricing || t.starts_with("credits") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 /// Finds the xai-server binary: `explicit`, else `$XAI_SERVER_BIN`, else next to this
 /// executable (`target/<profile>/xai-server`, also from `target/<profile>/deps/`).
 pub fn find_binary(explicit: Option<&Path>) -> Result<PathBuf, String> {

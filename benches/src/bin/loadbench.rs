@@ -86,6 +86,13 @@ struct Args {
     /// An extra environment variable for xai-server (repeatable), e.g. XAI_LOG_FORMAT=json.
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
     server_env: Vec<(String, String)>,
+    /// Serve without prices and without credits: nothing is priced, no budget applies (the `off` arm of
+    /// benches/metering.sh).
+    #[arg(long)]
+    server_unpriced: bool,
+    /// Append this file's text to the generated xai-server config (e.g. more `[pricing."…"]` tables).
+    #[arg(long, value_name = "FILE")]
+    server_config_extra: Option<PathBuf>,
     /// Write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -447,10 +454,19 @@ fn run(args: &Args) -> Result<bool, String> {
     if want_xai {
         let bin = server::find_binary(args.xai_bin.as_deref())?;
         let _ = std::fs::remove_dir_all(work_dir.join("data"));
+        let mut config = server::bench_config(&mock.base_url(), server::BENCH_KEY);
+        if args.server_unpriced {
+            config = server::unpriced(&config);
+        }
+        if let Some(extra) = &args.server_config_extra {
+            let text = std::fs::read_to_string(extra).map_err(|e| format!("{}: {e}", extra.display()))?;
+            config.push('\n');
+            config.push_str(&text);
+        }
         let opts = ServerOptions {
             bin: bin.clone(),
             dir: work_dir.clone(),
-            config: server::bench_config(&mock.base_url(), server::BENCH_KEY),
+            config,
             log: args.server_log.clone(),
             cpus: args.server_cpus.clone(),
             env: args.server_env.clone(),
@@ -472,6 +488,8 @@ fn run(args: &Args) -> Result<bool, String> {
             "log_level": args.server_log,
             "cpus": args.server_cpus,
             "env": args.server_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+            "unpriced": args.server_unpriced,
+            "config_extra": args.server_config_extra.as_ref().map(|p| p.display().to_string()),
             "startup_ms": t.elapsed().as_millis() as u64,
         });
         xai = Some(s);

@@ -1,0 +1,330 @@
+//! Metering throughput: usage records/s into the embedded SQLite and into Postgres (issue 6 item 7).
+//!
+//! Two paths per database, each cell on empty usage tables:
+//! - `direct`: `UsageDb::insert` with batches of 1, 16, 64 and 256 rows (one transaction per batch: the rows and
+//!   their daily rollups). A cell stops after `--max-secs` (batch 1 on Postgres is slow) or `--records` rows.
+//! - `meter`: end to end through `DurableMeter::record` (what the gateway calls per request; an inner
+//!   `InMemoryMeter`, `DurableConfig::default()` as xai-server uses), records/s from the first `record` to the
+//!   completion of `flush_within`. The producer waits while the queue is 3/4 full, so this measures the writer's
+//!   sustained rate, not the spool's (`spooled` must stay 0).
+//!
+//! Rounds alternate the cell order; the table shows medians, and ratios against batch 1 of the same database
+//! are medians of same-round ratios. Postgres is skipped (with a message) when unreachable.
+//!
+//!   cargo run --release -p xai-benches --bin meterbench -- --records 50000
+
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use clap::Parser;
+use sqlx::Connection;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use xai_core::memory::InMemoryMeter;
+use xai_core::traits::{Meter, Reservation};
+use xai_store::usage::{DurableConfig, DurableMeter, UsageDb, UsageRow};
+
+#[derive(Parser, Debug)]
+#[command(name = "meterbench", about = "Usage records/s into SQLite and Postgres, direct batches and end to end")]
+struct Args {
+    /// Records per cell (the end-to-end cells write all of them).
+    #[arg(long, value_name = "N", default_value_t = 50_000)]
+    records: usize,
+    /// Rounds (alternating the cell order); medians are reported.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    rounds: usize,
+    /// Bound of one direct cell, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    max_secs: f64,
+    /// Batch sizes of the direct cells.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    batches: Vec<usize>,
+    /// Admin URL of Postgres (a database `xai_bench_<random>` is created there and dropped at the end).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "XAI_TEST_POSTGRES",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    postgres: String,
+    /// Skip Postgres.
+    #[arg(long)]
+    no_postgres: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    /// `UsageDb::insert` with this many rows per call.
+    Direct(usize),
+    /// `DurableMeter::record` + `flush_within`.
+    Meter,
+}
+
+struct Backend {
+    name: &'static str,
+    db: UsageDb,
+}
+
+impl Backend {
+    async fn clear(&self) -> Result<(), sqlx::Error> {
+        match &self.db {
+            UsageDb::Sqlite(p) => {
+                sqlx::raw_sql("DELETE FROM usage; DELETE FROM usage_daily;").execute(p).await.map(drop)?
+            }
+            UsageDb::Postgres(p) => sqlx::raw_sql("TRUNCATE usage, usage_daily").execute(p).await.map(drop)?,
+        }
+        Ok(())
+    }
+
+    async fn count(&self) -> Result<i64, sqlx::Error> {
+        match &self.db {
+            UsageDb::Sqlite(p) => sqlx::query_scalar("SELECT COUNT(*) FROM usage").fetch_one(p).await,
+            UsageDb::Postgres(p) => sqlx::query_scalar("SELECT COUNT(*) FROM usage").fetch_one(p).await,
+        }
+    }
+}
+
+/// One measured cell.
+#[derive(Clone, Copy, Debug)]
+struct Cell {
+    records: usize,
+    secs: f64,
+    spooled: u64,
+}
+
+impl Cell {
+    fn rate(&self) -> f64 {
+        self.records as f64 / self.secs
+    }
+}
+
+async fn run_direct(b: &Backend, rows: &[UsageRow], batch: usize, bound: Duration) -> Result<Cell, String> {
+    b.clear().await.map_err(|e| format!("{}: clear: {e}", b.name))?;
+    let start = Instant::now();
+    let mut done = 0;
+    for chunk in rows.chunks(batch) {
+        let fresh = b.db.insert(chunk).await.map_err(|e| format!("{}: insert: {e}", b.name))?;
+        if fresh != chunk.len() as u64 {
+            return Err(format!("{}: {} of {} rows new", b.name, fresh, chunk.len()));
+        }
+        done += chunk.len();
+        if start.elapsed() >= bound {
+            break;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let n = b.count().await.map_err(|e| format!("{}: count: {e}", b.name))?;
+    if n != done as i64 {
+        return Err(format!("{}: {n} rows stored, {done} inserted", b.name));
+    }
+    Ok(Cell { records: done, secs, spooled: 0 })
+}
+
+async fn run_meter(b: &Backend, n: usize, now: SystemTime) -> Result<Cell, String> {
+    b.clear().await.map_err(|e| format!("{}: clear: {e}", b.name))?;
+    let spool = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let cfg = DurableConfig::default();
+    let high = cfg.queue as u64 * 3 / 4;
+    let meter = DurableMeter::start(Arc::new(InMemoryMeter::default()), b.db.clone(), spool.path(), cfg)
+        .await
+        .map_err(|e| format!("{}: start: {e}", b.name))?;
+    // Generated before the clock starts: the gateway has the record in hand when it calls `record`.
+    let records: Vec<_> = (0..n as u64).map(|i| xai_benches::usagegen::record(i, now)).collect();
+    let start = Instant::now();
+    for r in records {
+        while meter.stats().queued >= high {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        meter.record(r, Reservation::default());
+    }
+    let report = meter.flush_within(Duration::from_secs(120)).await;
+    let secs = start.elapsed().as_secs_f64();
+    let stats = meter.stats();
+    if !report.complete || stats.written + stats.spooled != n as u64 {
+        return Err(format!("{}: flush incomplete: {report:?}, {stats:?}", b.name));
+    }
+    let stored = b.count().await.map_err(|e| format!("{}: count: {e}", b.name))?;
+    if stored != n as i64 {
+        return Err(format!("{}: {stored} rows stored, {n} recorded", b.name));
+    }
+    Ok(Cell { records: n, secs, spooled: stats.spooled })
+}
+
+async fn sqlite_backend(dir: &std::path::Path) -> Result<Backend, String> {
+    // The options xai-server's SqlStore uses (WAL, synchronous=NORMAL, 8 connections).
+    let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}?mode=rwc", dir.join("xai.db").display()))
+        .map_err(|e| e.to_string())?
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await.map_err(|e| e.to_string())?;
+    let db = UsageDb::Sqlite(pool);
+    db.ensure_schema().await.map_err(|e| format!("sqlite schema: {e}"))?;
+    Ok(Backend { name: "sqlite", db })
+}
+
+/// Creates `xai_bench_<random>`; `Ok(None)` when Postgres is unreachable.
+async fn postgres_backend(admin: &str) -> Result<Option<(Backend, String)>, String> {
+    let mut conn = match tokio::time::timeout(Duration::from_secs(3), sqlx::PgConnection::connect(admin)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            eprintln!("SKIPPED: Postgres unreachable at {admin} ({e}); start it (or pass --no-postgres)");
+            return Ok(None);
+        }
+        Err(_) => {
+            eprintln!("SKIPPED: Postgres at {admin} did not answer within 3 s");
+            return Ok(None);
+        }
+    };
+    let name = format!("xai_bench_{}_{:08x}", std::process::id(), rand_u32());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.map_err(|e| format!("create db: {e}"))?;
+    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+    // The pool xai-server uses (16 connections, 3 s acquire bound).
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect(&format!("{base}/{name}"))
+        .await
+        .map_err(|e| format!("connect {name}: {e}"))?;
+    let db = UsageDb::Postgres(pool);
+    db.ensure_schema().await.map_err(|e| format!("postgres schema: {e}"))?;
+    Ok(Some((Backend { name: "postgres", db }, name)))
+}
+
+fn rand_u32() -> u32 {
+    let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    (t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(16)).wrapping_mul(2_654_435_761)
+}
+
+async fn drop_postgres(admin: &str, name: &str) {
+    if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+async fn run(args: &Args) -> Result<(), String> {
+    let now = SystemTime::now();
+    let rows: Vec<UsageRow> =
+        (0..args.records as u64).map(|i| UsageRow::from(&xai_benches::usagegen::record(i, now))).collect();
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut backends = vec![sqlite_backend(dir.path()).await?];
+    let mut pg_name = None;
+    if !args.no_postgres
+        && let Some((b, name)) = postgres_backend(&args.postgres).await?
+    {
+        backends.push(b);
+        pg_name = Some(name);
+    }
+    let result = measure(args, &backends, &rows, now).await;
+    for b in &backends {
+        match &b.db {
+            UsageDb::Sqlite(p) => p.close().await,
+            UsageDb::Postgres(p) => p.close().await,
+        }
+    }
+    if let Some(name) = pg_name {
+        drop_postgres(&args.postgres, &name).await;
+    }
+    result
+}
+
+async fn measure(args: &Args, backends: &[Backend], rows: &[UsageRow], now: SystemTime) -> Result<(), String> {
+    let bound = Duration::from_secs_f64(args.max_secs);
+    let mut cells: Vec<(usize, Path)> = Vec::new();
+    for bi in 0..backends.len() {
+        cells.extend(args.batches.iter().map(|&n| (bi, Path::Direct(n))));
+        cells.push((bi, Path::Meter));
+    }
+    // results[cell][round]
+    let mut results: Vec<Vec<Cell>> = vec![Vec::new(); cells.len()];
+    for round in 0..args.rounds {
+        let mut order: Vec<usize> = (0..cells.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for ci in order {
+            let (bi, path) = cells[ci];
+            let b = &backends[bi];
+            let cell = match path {
+                Path::Direct(n) => run_direct(b, rows, n, bound).await?,
+                Path::Meter => run_meter(b, args.records, now).await?,
+            };
+            eprintln!(
+                "round {}: {:<8} {:<12} {:>7} records in {:>6.2} s = {:>8.0} records/s",
+                round + 1,
+                b.name,
+                label(path),
+                cell.records,
+                cell.secs,
+                cell.rate()
+            );
+            results[ci].push(cell);
+        }
+    }
+
+    println!(
+        "\n{} records per cell, {} rounds (medians; ratios: medians of same-round ratios)\n",
+        args.records, args.rounds
+    );
+    println!("| database | path | records/cell | records/s | × batch 1 | spooled |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for (ci, &(bi, path)) in cells.iter().enumerate() {
+        let base = cells.iter().position(|&(b, p)| b == bi && p == Path::Direct(1));
+        let ratio =
+            base.map(|bj| median(results[ci].iter().zip(&results[bj]).map(|(c, one)| c.rate() / one.rate()).collect()));
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {} | {} |",
+            backends[bi].name,
+            label(path),
+            median(results[ci].iter().map(|c| c.records as f64).collect()),
+            median(results[ci].iter().map(Cell::rate).collect()),
+            ratio.map_or("–".into(), |r| format!("{r:.1}")),
+            results[ci].iter().map(|c| c.spooled).sum::<u64>(),
+        );
+    }
+    Ok(())
+}
+
+fn label(p: Path) -> String {
+    match p {
+        Path::Direct(n) => format!("insert ×{n}"),
+        Path::Meter => "DurableMeter".into(),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.records == 0 || args.rounds == 0 || args.batches.contains(&0) {
+        eprintln!("meterbench: --records, --rounds and --batches must be positive");
+        return ExitCode::from(2);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meterbench: runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meterbench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
