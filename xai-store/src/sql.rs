@@ -229,17 +229,25 @@ pub struct SqlStore {
     master: Arc<MasterKey>,
 }
 
+/// The SQLite connection options of the store: WAL; `synchronous = NORMAL` (with WAL it loses nothing when the
+/// process dies, only the last commits on a power cut, and saves an fsync per commit); a 32 MiB page cache per
+/// connection (the usage table's indexes stay in memory instead of being read back page by page); statement
+/// journals and temporary tables in memory (a multi-row insert's statement journal otherwise goes to a file).
+pub fn sqlite_options(url: &str) -> Result<SqliteConnectOptions, sqlx::Error> {
+    Ok(SqliteConnectOptions::from_str(url)?
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true)
+        .pragma("cache_size", "-32768")
+        .pragma("temp_store", "memory"))
+}
+
 impl SqlStore {
     /// Connects to `sqlite://path?mode=rwc` (or `sqlite:path`) or `postgres://…` and applies missing migrations.
     pub async fn connect(url: &str, master: MasterKey) -> Result<SqlStore, StoreError> {
         let db = if url.starts_with("sqlite:") {
-            let opts = SqliteConnectOptions::from_str(url)?
-                .journal_mode(SqliteJournalMode::Wal)
-                // With WAL, NORMAL loses nothing when the process dies, only the last commits on a power cut,
-                // and saves an fsync per commit.
-                .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
+            let opts = sqlite_options(url)?;
             if let Some(dir) = opts.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| sqlx::Error::Configuration(Box::new(e)))?;
             }

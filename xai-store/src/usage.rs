@@ -299,6 +299,25 @@ macro_rules! insert_chunk {
 }
 
 impl UsageDb {
+    /// The database as the usage writer uses it: a SQLite file gets a connection of its own, so that the writer's
+    /// page cache stays warm (in WAL mode a connection's cache is dropped whenever another connection wrote, and a
+    /// pool hands out a different connection each time). Anything else is shared as it is.
+    pub async fn for_writer(&self) -> UsageDb {
+        let UsageDb::Sqlite(pool) = self else { return self.clone() };
+        let opts = pool.connect_options();
+        let file = opts.get_filename().to_string_lossy().into_owned();
+        if file.is_empty() || file.contains(":memory:") {
+            return self.clone();
+        }
+        match sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with((*opts).clone()).await {
+            Ok(own) => UsageDb::Sqlite(own),
+            Err(e) => {
+                tracing::warn!(error = %e, "no connection of its own for the usage writer; sharing the pool");
+                self.clone()
+            }
+        }
+    }
+
     /// Creates the usage tables when missing (the same SQL as migration 0002).
     pub async fn ensure_schema(&self) -> Result<(), sqlx::Error> {
         match self {
@@ -746,6 +765,7 @@ impl DurableMeter {
     ) -> Result<DurableMeter, UsageError> {
         let dir = spool_dir.as_ref().to_owned();
         let spool = Arc::new(tokio::task::spawn_blocking(move || Spool::open(&dir)).await.map_err(io::Error::other)??);
+        let db = db.for_writer().await;
         let schema_ready = match tokio::time::timeout(cfg.db_timeout, db.ensure_schema()).await {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {

@@ -14,16 +14,16 @@
 //!   cargo run --release -p xai-benches --bin meterbench -- --records 50000
 
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
 use sqlx::Connection;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use xai_core::memory::InMemoryMeter;
 use xai_core::traits::{Meter, Reservation};
+use xai_store::secrets::MasterKey;
+use xai_store::sql::SqlStore;
 use xai_store::usage::{DurableConfig, DurableMeter, UsageDb, UsageRow};
 
 #[derive(Parser, Debug)]
@@ -153,17 +153,11 @@ async fn run_meter(b: &Backend, n: usize, now: SystemTime) -> Result<Cell, Strin
 }
 
 async fn sqlite_backend(dir: &std::path::Path) -> Result<Backend, String> {
-    // The options xai-server's SqlStore uses (WAL, synchronous=NORMAL, 8 connections).
-    let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}?mode=rwc", dir.join("xai.db").display()))
-        .map_err(|e| e.to_string())?
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true);
-    let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await.map_err(|e| e.to_string())?;
-    let db = UsageDb::Sqlite(pool);
-    db.ensure_schema().await.map_err(|e| format!("sqlite schema: {e}"))?;
-    Ok(Backend { name: "sqlite", db })
+    // What xai-server opens: the store's connection options and every migration (the usage indexes included).
+    let url = format!("sqlite://{}?mode=rwc", dir.join("xai.db").display());
+    let store = SqlStore::connect(&url, MasterKey::generate()).await.map_err(|e| e.to_string())?;
+    let pool = store.sqlite_pool().cloned().ok_or("no SQLite pool")?;
+    Ok(Backend { name: "sqlite", db: UsageDb::Sqlite(pool) })
 }
 
 /// Creates `xai_bench_<random>`; `Ok(None)` when Postgres is unreachable.
