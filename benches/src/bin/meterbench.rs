@@ -19,7 +19,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
 use sqlx::Connection;
-use sqlx::postgres::PgPoolOptions;
 use xai_core::memory::InMemoryMeter;
 use xai_core::traits::{Meter, Reservation};
 use xai_store::secrets::MasterKey;
@@ -176,15 +175,11 @@ async fn postgres_backend(admin: &str) -> Result<Option<(Backend, String)>, Stri
     let name = format!("xai_bench_{}_{:08x}", std::process::id(), rand_u32());
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.map_err(|e| format!("create db: {e}"))?;
     let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
-    // The pool xai-server uses (16 connections, 3 s acquire bound).
-    let pool = PgPoolOptions::new()
-        .max_connections(16)
-        .acquire_timeout(Duration::from_secs(3))
-        .connect(&format!("{base}/{name}"))
+    // What xai-server opens: the store's pool (16 connections, 3 s acquire bound) and every migration.
+    let store = SqlStore::connect(&format!("{base}/{name}"), MasterKey::generate())
         .await
         .map_err(|e| format!("connect {name}: {e}"))?;
-    let db = UsageDb::Postgres(pool);
-    db.ensure_schema().await.map_err(|e| format!("postgres schema: {e}"))?;
+    let db = UsageDb::Postgres(store.postgres_pool().cloned().ok_or("no Postgres pool")?);
     Ok(Some((Backend { name: "postgres", db }, name)))
 }
 
