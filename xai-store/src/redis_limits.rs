@@ -80,7 +80,8 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// instance id, fund TTL, then per node five limits (rpm, tpm, rpd, tpd, daily micro-credits), an empty string
 /// when unbounded. A day hash's `h` is the cost held against `daily_limit` by unsettled requests.
 /// Returns `{1, leased, request limit, requests left, reset, token limit, tokens left, reset}` when admitted
-/// (`leased` extra requests, each with the estimate in tokens, were charged too; a limit of 0 means none; a reset
+/// (`leased` extra requests, each with the estimate in tokens and, when funded, the cost in money, were charged
+/// too; a limit of 0 means none; a reset
 /// of -1 means midnight), else `{0, node index, bound (1 rpm, 2 tpm, 3 rpd, 4 tpd, 5 daily, 6 funds), retry secs
 /// or credits left}`.
 const ADMIT_LUA: &str = r"
@@ -108,6 +109,9 @@ if funded then
   local unapplied = math.max(0, settled - base - applied)
   local free = tonumber(ARGV[10]) - unapplied - held
   if cost > free then return {0, 0, 6, math.max(free, 0)} end
+  -- Money is leased like requests, only with plenty of headroom: a sixteenth of what is left at most.
+  local fr = free - cost
+  if cost > 0 and fr >= lmin * cost then g = math.min(g, math.floor(fr / (16 * cost))) else g = 0 end
 end
 local rrem, rlim, rres, trem, tlim, tres = -1, 0, 0, -1, 0, 0
 for i = 1, n do
@@ -181,7 +185,7 @@ for i = 1, n do
   redis.call('EXPIRE', d, dttl)
 end
 if fk and cost > 0 then
-  redis.call('HINCRBY', fk, 'held', cost)
+  redis.call('HINCRBY', fk, 'held', cost * (1 + g))
   redis.call('EXPIRE', fk, ARGV[14])
 end
 return {1, g, rlim, rrem, rres, tlim, trem, tres}
@@ -225,6 +229,12 @@ if redis.call('EXISTS', d) == 1 then
   if redis.call('HINCRBY', d, 'r', -r) < 0 then redis.call('HSET', d, 'r', 0) end
   if redis.call('HINCRBY', d, 't', -t) < 0 then redis.call('HSET', d, 't', 0) end
 end
+return 1
+";
+
+/// Gives back the money a fund lease did not use. KEYS: the fund hash. ARGV: micro-credits. Never below zero.
+const RETURN_FUND_LUA: &str = r"
+if redis.call('HINCRBY', KEYS[1], 'held', -tonumber(ARGV[1])) < 0 then redis.call('HSET', KEYS[1], 'held', 0) end
 return 1
 ";
 
@@ -300,6 +310,13 @@ struct Lease {
     tokens: u64,
 }
 
+/// Money held in Redis for one paying account, for this instance's admissions during one second.
+#[derive(Clone, Copy, Debug)]
+struct FundLease {
+    sec: u64,
+    micros: i64,
+}
+
 /// An unbounded node's count: (root, node, second).
 type CountKey = (u64, LimitNode, u64);
 
@@ -326,6 +343,11 @@ struct Shared {
     leases: Mutex<HashMap<(u64, LimitNode), Lease>>,
     /// Leases replaced before the flusher saw them, to give back.
     returns: Mutex<Vec<(u64, LimitNode, Lease)>>,
+    /// Per (root, paying account): money held in Redis for this instance's next admissions of the current second.
+    fund_leases: Mutex<HashMap<(u64, u64), FundLease>>,
+    /// Money of fund leases to give back: (root, paying account, micro-credits).
+    fund_returns: Mutex<Vec<(u64, u64, i64)>>,
+    give_back_fund: redis::Script,
     /// Token corrections and spend per (root, second, record day, nodes), to write.
     settlements: Mutex<HashMap<SettleKey, Settle>>,
     /// Admissions (requests, tokens) to count on unbounded nodes, per (root, node, second).
@@ -365,12 +387,27 @@ impl Shared {
         }
     }
 
-    /// Admits from the leases of the current second when every node has one with room; charges them.
-    fn take_leased(&self, root: u64, nodes: &[(LimitNode, Limits, Who<'_>)], est: u64, now: u64) -> bool {
+    /// Admits from the leases of the current second when every node has one with room and, with `funds`
+    /// (paying account, cost), the paying account's fund lease covers the cost; charges them all or none.
+    fn take_leased(
+        &self,
+        root: u64,
+        nodes: &[(LimitNode, Limits, Who<'_>)],
+        est: u64,
+        now: u64,
+        funds: Option<(u64, i64)>,
+    ) -> bool {
         let mut leases = self.leases.lock();
         let fits = |l: Option<&Lease>| l.is_some_and(|l| l.sec == now && l.requests >= 1 && l.tokens >= est);
         if !nodes.iter().all(|(n, _, _)| fits(leases.get(&(root, *n)))) {
             return false;
+        }
+        if let Some((payer, cost)) = funds {
+            let mut fl = self.fund_leases.lock();
+            match fl.get_mut(&(root, payer)) {
+                Some(f) if f.sec == now && f.micros >= cost => f.micros -= cost,
+                _ => return false,
+            }
         }
         for (n, _, _) in nodes {
             if let Some(l) = leases.get_mut(&(root, *n)) {
@@ -381,6 +418,22 @@ impl Shared {
         drop(leases);
         self.leased.fetch_add(1, Ordering::Relaxed);
         true
+    }
+
+    /// Keeps the money an admission leased beyond its own cost.
+    fn add_fund_lease(&self, root: u64, payer: u64, micros: i64, now: u64) {
+        let mut fl = self.fund_leases.lock();
+        let fresh = FundLease { sec: now, micros };
+        match fl.entry((root, payer)) {
+            Entry::Occupied(mut o) if o.get().sec == now => o.get_mut().micros += micros,
+            Entry::Occupied(mut o) => {
+                let old = std::mem::replace(o.get_mut(), fresh);
+                self.fund_returns.lock().push((root, payer, old.micros));
+            }
+            Entry::Vacant(v) => {
+                v.insert(fresh);
+            }
+        }
     }
 
     /// Counts an admission on the nodes without limits (written with the next flush).
@@ -428,14 +481,29 @@ impl Shared {
             }
         });
         returns.retain(|(_, _, l)| l.requests > 0 || l.tokens > 0);
+        let mut fund_returns = std::mem::take(&mut *self.fund_returns.lock());
+        self.fund_leases.lock().retain(|(root, payer), f| {
+            if all || f.sec != now {
+                fund_returns.push((*root, *payer, f.micros));
+                false
+            } else {
+                true
+            }
+        });
+        fund_returns.retain(|(_, _, m)| *m > 0);
         let settlements = std::mem::take(&mut *self.settlements.lock());
         let counts = std::mem::take(&mut *self.counts.lock());
-        if returns.is_empty() && settlements.is_empty() && counts.is_empty() {
+        if returns.is_empty() && settlements.is_empty() && counts.is_empty() && fund_returns.is_empty() {
             return;
         }
         let mut pipe = redis::pipe();
         pipe.load_script(&self.give_back).ignore().load_script(&self.settle).ignore();
-        pipe.load_script(&self.add).ignore();
+        pipe.load_script(&self.add).ignore().load_script(&self.give_back_fund).ignore();
+        for (root, payer, micros) in &fund_returns {
+            let mut inv = self.give_back_fund.prepare_invoke();
+            inv.key(self.fund_key(*root, *payer)).arg(*micros);
+            pipe.invoke_script(&inv).ignore();
+        }
         for ((root, n, sec), (r, t)) in &counts {
             let k = self.key(*root, *n);
             let mut inv = self.add.prepare_invoke();
@@ -535,6 +603,9 @@ impl RedisMeter {
                 add: redis::Script::new(ADD_LUA),
                 leases: Mutex::new(HashMap::new()),
                 returns: Mutex::new(Vec::new()),
+                fund_leases: Mutex::new(HashMap::new()),
+                fund_returns: Mutex::new(Vec::new()),
+                give_back_fund: redis::Script::new(RETURN_FUND_LUA),
                 settlements: Mutex::new(HashMap::new()),
                 counts: Mutex::new(HashMap::new()),
                 flusher: AtomicBool::new(false),
@@ -700,13 +771,13 @@ impl RedisMeter {
                 rate,
             }
         };
-        if funds.is_none() && (nodes.is_empty() || self.shared.take_leased(root, &nodes, est, now)) {
+        let lease_funds = funds.map(|f| (f.account.0, cost.0));
+        if (funds.is_none() && nodes.is_empty()) || self.shared.take_leased(root, &nodes, est, now, lease_funds) {
             return Ok(admitted(None));
         }
         let day = day_of_secs(now);
         let mut inv = self.admit.prepare_invoke();
-        let lease = if funds.is_some() { 0 } else { LEASE_MAX };
-        inv.arg(now).arg(est).arg(WINDOW_TTL).arg(DAY_TTL).arg(now % WINDOW).arg(lease).arg(LEASE_MIN_HEADROOM);
+        inv.arg(now).arg(est).arg(WINDOW_TTL).arg(DAY_TTL).arg(now % WINDOW).arg(LEASE_MAX).arg(LEASE_MIN_HEADROOM);
         inv.arg(cost.0).arg(if funds.is_some() { "1" } else { "0" });
         let f = funds.unwrap_or(Funds { account: AccountId(0), available: Micros::ZERO, applied: 0, generation: 0 });
         inv.arg(f.available.0).arg(f.applied).arg(f.generation).arg(&self.instance).arg(FUND_TTL);
@@ -735,11 +806,14 @@ impl RedisMeter {
             [1, extra, rest @ ..] => {
                 if *extra > 0 {
                     self.shared.add_lease(root, &nodes, *extra as u64, est, now);
+                    if let Some(f) = &funds {
+                        self.shared.add_fund_lease(root, f.account.0, *extra * cost.0, now);
+                    }
                     self.ensure_flusher();
                 }
                 Ok(admitted(rate_of(rest, now)))
             }
-            [0, ..] if funds.is_none() && self.shared.take_leased(root, &nodes, est, now) => {
+            [0, ..] if self.shared.take_leased(root, &nodes, est, now, lease_funds) => {
                 // A concurrent admission of this instance leased what Redis has left: use it.
                 Ok(admitted(None))
             }
@@ -987,6 +1061,35 @@ mod tests {
         let reloaded = Funds { available: Micros(500), applied: 0, generation: 1, ..funds };
         assert!(ask_funded(&m2, &p, 500, Some(reloaded)).await.is_ok());
         assert_eq!((m1.degraded(), m2.degraded()), (0, 0));
+        testenv::redis_cleanup(&mut conn, &prefix).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ample_funds_are_leased_and_what_a_lease_left_is_given_back() {
+        let Some((m1, _m2, mut conn, prefix)) = cluster().await else { return };
+        let p = principal(vec![account(1, None, Policy::default())], 1);
+        let funds = Funds { account: AccountId(1), available: Micros(1_000_000_000), applied: 0, generation: 0 };
+        let mut held = Vec::new();
+        for _ in 0..20 {
+            held.push(ask_funded(&m1, &p, 1000, Some(funds)).await.expect("ample funds"));
+        }
+        assert!(m1.leased() > 0, "admissions after the first come from the fund lease");
+        let fund = m1.shared.fund_key(1, 1);
+        let in_redis: i64 = redis::cmd("HGET").arg(&fund).arg("held").query_async(&mut conn).await.unwrap();
+        assert!(in_redis >= 20 * 1000, "everything admitted is held in Redis first: {in_redis}");
+        for r in held {
+            m1.record(record(&p, 10, 400), r);
+        }
+        m1.flush().await;
+        let (held, settled): (i64, i64) = redis::cmd("HMGET")
+            .arg(&fund)
+            .arg("held")
+            .arg("settled")
+            .query_async(&mut conn)
+            .await
+            .map(|v: Vec<i64>| (v[0], v[1]))
+            .unwrap();
+        assert_eq!((held, settled), (0, 20 * 400), "settled at cost, the lease's rest given back");
         testenv::redis_cleanup(&mut conn, &prefix).await;
     }
 
