@@ -14,6 +14,12 @@
 //! did not use is given back when its second ends. Tight bounds (rpm = 20) are never leased: every request goes
 //! to Redis, and two instances taking turns admit exactly the limit.
 //!
+//! **Budgets.** A request with a cost to hold (a priced model on a funded path) also checks the paying account's
+//! fund hash in the same script: the control plane's view of the funds, minus the settlements it has not applied
+//! yet, minus what is held, must cover the cost. Money is leased like requests, only when the funds have at least
+//! [`LEASE_MIN_HEADROOM`] times the cost left (a sixteenth of it at most); tight funds go to Redis every time, so
+//! twenty concurrent requests on funds for four admit four on any number of instances.
+//!
 //! **Settlement** (`record`) is batched: token corrections (actual − estimate) and spend are summed per path,
 //! second and day, and written with the lease returns every [`FLUSH_EVERY`] in one pipelined round trip.
 //!
