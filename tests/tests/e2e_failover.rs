@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use xai_tests::client;
 use xai_tests::fixtures::{ACME_KEY, CONTRACT_CONFIG, Gateway, assert_openai_error, chat_body, num, text};
-use xai_tests::harness::USAGE_TIMEOUT;
-use xai_tests::mock::Behavior;
+use xai_tests::harness::{USAGE_TIMEOUT, XaiServer};
+use xai_tests::mock::{Behavior, MockUpstream};
 
 fn with_timeouts(attempt_ms: u64, request_ms: u64) -> String {
     CONTRACT_CONFIG
@@ -86,4 +86,71 @@ async fn the_overall_deadline_bounds_every_attempt() {
         "bounded by the 700 ms deadline: {took:?}"
     );
     assert!(gw.mock_a.requests().len() <= 3, "no attempt starts after the deadline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_key_stays_disabled_across_restarts_until_an_operator_enables_it() {
+    let (mock_a, mock_b) = (MockUpstream::start().await, MockUpstream::start().await);
+    let dir = xai_tests::harness::TempDir::new("rejected-key");
+    let start = || {
+        XaiServer::builder(CONTRACT_CONFIG)
+            .var("MOCK_A", mock_a.url())
+            .var("MOCK_B", mock_b.url())
+            .data_dir(dir.path())
+            .start()
+    };
+    let disabled = |health: &client::HttpResponse| -> Vec<u64> {
+        let all = health.json();
+        let list = all["keys"].as_array().cloned().unwrap_or_default();
+        list.iter().filter(|k| k["disabled"] == true).filter_map(|k| k["id"].as_u64()).collect()
+    };
+    let server = start().await;
+    mock_a.script(Some("sk-up-1"), vec![Behavior::status(401)]);
+    for i in 0..4 {
+        let resp = client::post_json(
+            &format!("{}/v1/chat/completions", server.url()),
+            Some(ACME_KEY),
+            &chat_body("gpt-4o", &format!("n{i}")),
+        )
+        .await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    let health = client::get(&format!("{}/admin/v1/upstream-keys", server.url()), Some("admin-secret")).await;
+    assert_eq!(disabled(&health), [1]);
+    drop(server);
+
+    // Restarted on the same data: key 1 is still disabled and never tried, though the upstream would accept it now.
+    let server = start().await;
+    assert!(server.stderr().contains("1 upstream key(s) stay disabled"), "{}", server.stderr());
+    let before = mock_a.requests().len();
+    for i in 0..6 {
+        let resp = client::post_json(
+            &format!("{}/v1/chat/completions", server.url()),
+            Some(ACME_KEY),
+            &chat_body("gpt-4o", &format!("m{i}")),
+        )
+        .await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    let used: Vec<String> = mock_a.requests()[before..].iter().map(|r| r.key.clone().unwrap_or_default()).collect();
+    assert!(!used.iter().any(|k| k == "sk-up-1"), "the rejected key is not tried after a restart: {used:?}");
+
+    // Only the root admin enables it; then it serves again, and stays enabled across a restart.
+    let url = format!("{}/admin/v1/upstream-keys/1/enable", server.url());
+    let denied = client::post_json(&url, Some(ACME_KEY), &serde_json::json!({})).await;
+    assert!(denied.status == 401 || denied.status == 403, "{}", denied.text());
+    let enabled = client::post_json(&url, Some("admin-secret"), &serde_json::json!({})).await;
+    assert_eq!(enabled.status, 200, "{}", enabled.text());
+    assert_eq!(enabled.json()["disabled"], false);
+    let missing = client::post_json(
+        &format!("{}/admin/v1/upstream-keys/99/enable", server.url()),
+        Some("admin-secret"),
+        &serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(missing.status, 404);
+    drop(server);
+    let server = start().await;
+    let health = client::get(&format!("{}/admin/v1/upstream-keys", server.url()), Some("admin-secret")).await;
+    assert!(disabled(&health).is_empty(), "{}", health.text());
 }

@@ -35,6 +35,8 @@ pub struct Admin {
     pub meter: Arc<dyn Meter>,
     /// Key health source.
     pub pool: Arc<InMemoryKeyPool>,
+    /// The pool as the cluster shares it (enabling a key again reaches every instance).
+    pub keys: Arc<crate::pool_sync::SharedPool>,
     /// What happens to unpriced models (`free` or `refuse`), for `GET /pricing`.
     pub unpriced: &'static str,
 }
@@ -163,6 +165,9 @@ impl Admin {
         };
         let path = parts.uri.path().trim_end_matches('/').to_string();
         let segs: Vec<&str> = path.trim_start_matches("/admin/v1/").split('/').collect();
+        if let (&Method::POST, ["upstream-keys", k, "enable"]) = (&parts.method, &segs[..]) {
+            return self.enable_key(scope, k).await.unwrap_or_else(admin_error);
+        }
         if segs.first() == Some(&"pricing") {
             return self.pricing(scope, &parts.method, &segs, &body).await.unwrap_or_else(admin_error);
         }
@@ -374,6 +379,27 @@ impl Admin {
             }
             _ => Err(AdminError::NotFound(format!("no admin endpoint {m} /admin/v1/{}", segs.join("/")))),
         }
+    }
+
+    /// `POST /upstream-keys/{id}/enable` (root): a key disabled after an upstream rejected it (it stays disabled
+    /// across restarts) is used again, on every instance.
+    async fn enable_key(&self, scope: Scope, k: &str) -> Answer {
+        if scope != Scope::Root {
+            return Err(AdminError::Forbidden("only the root admin enables upstream keys".into()));
+        }
+        let id = xai_core::UpstreamKeyId(
+            u32::try_from(id(k, "upstream key")?).map_err(|_| AdminError::NotFound(format!("no upstream key {k}")))?,
+        );
+        match self.keys.enable(id).await {
+            Ok(true) => {}
+            Ok(false) => return Err(AdminError::NotFound(format!("no upstream key {k}"))),
+            Err(e) => {
+                tracing::error!(error = %e, "forgetting a disabled upstream key failed");
+                return Err(AdminError::Invalid("the key is enabled here but that could not be saved".into()));
+            }
+        }
+        let h = self.pool.health().into_iter().find(|h| h.id == id);
+        ok(&h)
     }
 
     fn providers(&self) -> serde_json::Value {

@@ -278,10 +278,20 @@ async fn run(cli: Cli) -> Result<(), String> {
         upstream::HyperUpstream::new(Duration::from_millis(cfg.routing.connect_timeout_ms))
             .map_err(|e| e.to_string())?,
     );
-    let shared_pool = Arc::new(pool_sync::SharedPool::new(pool.clone(), &feed, &prefix, &instance));
+    let shared_pool = Arc::new(pool_sync::SharedPool::new(
+        pool.clone(),
+        &feed,
+        &prefix,
+        &instance,
+        state.as_ref().map(|s| s.sql.clone()),
+    ));
+    let still_disabled = shared_pool.restore().await;
+    if still_disabled > 0 {
+        notes.push(format!("{still_disabled} upstream key(s) stay disabled (rejected upstream before)"));
+    }
     let gateway = Gateway {
         store: store.clone(),
-        pool: shared_pool,
+        pool: shared_pool.clone(),
         meter: meter.clone(),
         adapters: xai_bridges::adapters(),
         upstream,
@@ -314,6 +324,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             instance,
             meter: meter.clone(),
             pool,
+            keys: shared_pool,
             unpriced: match cfg.billing.unpriced {
                 config::UnpricedCfg::Free => "free",
                 config::UnpricedCfg::Refuse => "refuse",

@@ -4,7 +4,11 @@
 //!
 //! Announcements travel on the change feed's transport: Redis pub/sub channel `<prefix>pool`, or Postgres
 //! `NOTIFY xai_pool` without Redis. Payload: `<instance> <key id> <outcome> <milliseconds>`. Transient failures
-//! (timeouts, connection errors, 5xx) are not shared: they may be local to one instance's network path.
+//! (timeouts, connection errors, 5xx) are not shared: they may be local to one instance's network path. An operator
+//! enabling a key again (`POST /admin/v1/upstream-keys/{id}/enable`) is announced as `enabled`.
+//!
+//! With a database, a key an upstream rejected is remembered by fingerprint (`xai_disabled_upstream_keys`) and
+//! stays disabled across restarts until an operator enables it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +18,8 @@ use tokio::sync::mpsc;
 use xai_core::memory::InMemoryKeyPool;
 use xai_core::traits::{Exhausted, KeyPool, Lease};
 use xai_core::{Level, Outcome, UpstreamKeyId};
+
+use xai_store::sql::SqlStore;
 
 use crate::feed::Feed;
 
@@ -25,7 +31,8 @@ const QUEUE: usize = 1024;
 #[derive(Debug)]
 pub struct SharedPool {
     inner: Arc<InMemoryKeyPool>,
-    tx: Option<mpsc::Sender<(UpstreamKeyId, Outcome)>>,
+    tx: Option<mpsc::Sender<(UpstreamKeyId, Option<Outcome>)>>,
+    sql: Option<Arc<SqlStore>>,
 }
 
 /// The outcomes worth telling other instances: they belong to the key, not to this instance's network.
@@ -33,16 +40,17 @@ fn shareable(o: Outcome) -> bool {
     matches!(o, Outcome::RateLimited { .. } | Outcome::QuotaExhausted | Outcome::AuthRejected)
 }
 
-fn encode(instance: &str, key: UpstreamKeyId, o: Outcome) -> String {
+/// `None`: the key was enabled again.
+fn encode(instance: &str, key: UpstreamKeyId, o: Option<Outcome>) -> String {
     let ms = match o {
-        Outcome::RateLimited { retry_after_ms } => retry_after_ms,
+        Some(Outcome::RateLimited { retry_after_ms }) => retry_after_ms,
         _ => 0,
     };
-    format!("{instance} {} {} {ms}", key.0, o.as_str())
+    format!("{instance} {} {} {ms}", key.0, o.map_or("enabled", Outcome::as_str))
 }
 
-/// Parses an announcement; `None` for malformed ones or this instance's own.
-fn decode(me: &str, payload: &str) -> Option<(UpstreamKeyId, Outcome)> {
+/// Parses an announcement (`None` outcome: enabled again); `None` for malformed ones or this instance's own.
+fn decode(me: &str, payload: &str) -> Option<(UpstreamKeyId, Option<Outcome>)> {
     let mut it = payload.split(' ');
     let (from, key, kind, ms) = (it.next()?, it.next()?, it.next()?, it.next()?);
     if from == me || it.next().is_some() {
@@ -50,9 +58,10 @@ fn decode(me: &str, payload: &str) -> Option<(UpstreamKeyId, Outcome)> {
     }
     let key = UpstreamKeyId(key.parse().ok()?);
     let outcome = match kind {
-        "rate_limited" => Outcome::RateLimited { retry_after_ms: ms.parse::<u64>().ok()?.min(3_600_000) },
-        "quota_exhausted" => Outcome::QuotaExhausted,
-        "auth_rejected" => Outcome::AuthRejected,
+        "rate_limited" => Some(Outcome::RateLimited { retry_after_ms: ms.parse::<u64>().ok()?.min(3_600_000) }),
+        "quota_exhausted" => Some(Outcome::QuotaExhausted),
+        "auth_rejected" => Some(Outcome::AuthRejected),
+        "enabled" => None,
         _ => return None,
     };
     Some((key, outcome))
@@ -60,16 +69,57 @@ fn decode(me: &str, payload: &str) -> Option<(UpstreamKeyId, Outcome)> {
 
 impl SharedPool {
     /// Wraps `inner`; with a feed, spawns the publisher and the listener (within a Tokio runtime).
-    pub fn new(inner: Arc<InMemoryKeyPool>, feed: &Feed, prefix: &str, instance: &str) -> Self {
+    pub fn new(
+        inner: Arc<InMemoryKeyPool>,
+        feed: &Feed,
+        prefix: &str,
+        instance: &str,
+        sql: Option<Arc<SqlStore>>,
+    ) -> Self {
         let target = match feed {
             Feed::Redis { client, .. } => Target::Redis(client.clone(), format!("{prefix}pool")),
             Feed::Postgres(pool) => Target::Postgres(pool.clone()),
-            Feed::None => return Self { inner, tx: None },
+            Feed::None => return Self { inner, tx: None, sql },
         };
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(publish(target.clone(), instance.to_string(), rx));
         tokio::spawn(listen(target, instance.to_string(), inner.clone()));
-        Self { inner, tx: Some(tx) }
+        Self { inner, tx: Some(tx), sql }
+    }
+
+    /// Disables the keys remembered as rejected (at start); returns how many.
+    pub async fn restore(&self) -> usize {
+        let Some(sql) = &self.sql else { return 0 };
+        let stored = match sql.disabled_keys().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the disabled upstream keys failed");
+                return 0;
+            }
+        };
+        let by_print = self.inner.fingerprints();
+        let mut n = 0;
+        for (print, id) in by_print {
+            if stored.contains(&print.to_hex()) && self.inner.set_disabled(id, true) {
+                tracing::warn!(upstream_key = %id, "upstream key stays disabled: an upstream rejected it before");
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Enables a key again on every instance and forgets that it was rejected; `false` for an unknown id.
+    pub async fn enable(&self, id: UpstreamKeyId) -> Result<bool, String> {
+        if !self.inner.set_disabled(id, false) {
+            return Ok(false);
+        }
+        if let (Some(sql), Some(print)) = (&self.sql, self.inner.fingerprint(id)) {
+            sql.save_key_disabled(&print.to_hex(), false).await.map_err(|e| e.to_string())?;
+        }
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send((id, None));
+        }
+        Ok(true)
     }
 }
 
@@ -80,10 +130,20 @@ impl KeyPool for SharedPool {
 
     fn report(&self, key: UpstreamKeyId, outcome: Outcome) {
         self.inner.report(key, outcome);
+        if outcome == Outcome::AuthRejected
+            && let (Some(sql), Some(print)) = (&self.sql, self.inner.fingerprint(key))
+        {
+            let sql = sql.clone();
+            tokio::spawn(async move {
+                if let Err(e) = sql.save_key_disabled(&print.to_hex(), true).await {
+                    tracing::warn!(upstream_key = %key, error = %e, "remembering a disabled upstream key failed");
+                }
+            });
+        }
         if shareable(outcome)
             && let Some(tx) = &self.tx
         {
-            let _ = tx.try_send((key, outcome));
+            let _ = tx.try_send((key, Some(outcome)));
         }
     }
 }
@@ -94,7 +154,7 @@ enum Target {
     Postgres(sqlx::PgPool),
 }
 
-async fn publish(target: Target, instance: String, mut rx: mpsc::Receiver<(UpstreamKeyId, Outcome)>) {
+async fn publish(target: Target, instance: String, mut rx: mpsc::Receiver<(UpstreamKeyId, Option<Outcome>)>) {
     let mut conn: Option<redis::aio::MultiplexedConnection> = None;
     while let Some((key, outcome)) = rx.recv().await {
         let payload = encode(&instance, key, outcome);
@@ -162,9 +222,16 @@ async fn listen(target: Target, instance: String, pool: Arc<InMemoryKeyPool>) {
 }
 
 fn apply(pool: &InMemoryKeyPool, me: &str, payload: &str) {
-    if let Some((key, outcome)) = decode(me, payload) {
-        tracing::debug!(upstream_key = %key, outcome = outcome.as_str(), "another instance reported an upstream key");
-        pool.report(key, outcome);
+    match decode(me, payload) {
+        Some((key, Some(outcome))) => {
+            tracing::debug!(upstream_key = %key, outcome = outcome.as_str(), "another instance reported an upstream key");
+            pool.report(key, outcome);
+        }
+        Some((key, None)) => {
+            tracing::info!(upstream_key = %key, "an operator enabled the upstream key again on another instance");
+            pool.set_disabled(key, false);
+        }
+        None => {}
     }
 }
 
@@ -176,9 +243,10 @@ mod tests {
     fn announcements_round_trip_and_own_ones_are_ignored() {
         let k = UpstreamKeyId(7);
         for o in [Outcome::RateLimited { retry_after_ms: 1500 }, Outcome::QuotaExhausted, Outcome::AuthRejected] {
-            assert_eq!(decode("b", &encode("a", k, o)), Some((k, o)));
-            assert_eq!(decode("a", &encode("a", k, o)), None, "an instance ignores its own announcements");
+            assert_eq!(decode("b", &encode("a", k, Some(o))), Some((k, Some(o))));
+            assert_eq!(decode("a", &encode("a", k, Some(o))), None, "an instance ignores its own announcements");
         }
+        assert_eq!(decode("b", &encode("a", k, None)), Some((k, None)), "enabled again");
         assert_eq!(decode("b", "a 7 overloaded 0"), None);
         assert_eq!(decode("b", "a x rate_limited 5"), None);
         assert_eq!(decode("b", "a 7 rate_limited"), None);

@@ -1,5 +1,6 @@
 //! Prices set through the admin API (`xai_prices`, migration 0005): they take precedence over the configuration
-//! file's `[pricing]` and are shared by every instance on the database.
+//! file's `[pricing]` and are shared by every instance on the database. Also the upstream keys an upstream
+//! rejected (`xai_disabled_upstream_keys`, migration 0006), by fingerprint, so they stay disabled across restarts.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -53,6 +54,42 @@ impl SqlStore {
     }
 }
 
+impl SqlStore {
+    /// Remembers (`true`) or forgets (`false`) that the upstream key with this fingerprint is disabled.
+    pub async fn save_key_disabled(&self, fingerprint: &str, disabled: bool) -> Result<(), StoreError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        const UPSERT: &str = "INSERT INTO xai_disabled_upstream_keys (fingerprint, disabled_at) VALUES ($1, $2) \
+            ON CONFLICT (fingerprint) DO NOTHING";
+        const DELETE: &str = "DELETE FROM xai_disabled_upstream_keys WHERE fingerprint = $1";
+        let e = |e: sqlx::Error| StoreError(format!("upstream key state: {e}"));
+        if let Some(p) = self.sqlite_pool() {
+            match disabled {
+                true => sqlx::query(UPSERT).bind(fingerprint).bind(now).execute(p).await.map_err(e)?,
+                false => sqlx::query(DELETE).bind(fingerprint).execute(p).await.map_err(e)?,
+            };
+        } else if let Some(p) = self.postgres_pool() {
+            match disabled {
+                true => sqlx::query(UPSERT).bind(fingerprint).bind(now).execute(p).await.map_err(e)?,
+                false => sqlx::query(DELETE).bind(fingerprint).execute(p).await.map_err(e)?,
+            };
+        }
+        Ok(())
+    }
+
+    /// The fingerprints of every upstream key remembered as disabled.
+    pub async fn disabled_keys(&self) -> Result<Vec<String>, StoreError> {
+        const SELECT: &str = "SELECT fingerprint FROM xai_disabled_upstream_keys ORDER BY fingerprint";
+        let e = |e: sqlx::Error| StoreError(format!("upstream key state: {e}"));
+        if let Some(p) = self.sqlite_pool() {
+            sqlx::query_scalar(SELECT).fetch_all(p).await.map_err(e)
+        } else if let Some(p) = self.postgres_pool() {
+            sqlx::query_scalar(SELECT).fetch_all(p).await.map_err(e)
+        } else {
+            Ok(vec![])
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +110,15 @@ mod tests {
         assert_eq!(got[1], ("gpt-4o-mini".into(), Price { output: Micros(700_000), ..p }));
         store.save_price("claude-*", None).await.unwrap();
         assert_eq!(store.load_prices().await.unwrap().len(), 1);
+        // Disabled upstream keys, by fingerprint: idempotent both ways.
+        for _ in 0..2 {
+            store.save_key_disabled("ab12", true).await.unwrap();
+        }
+        store.save_key_disabled("cd34", true).await.unwrap();
+        assert_eq!(store.disabled_keys().await.unwrap(), ["ab12", "cd34"]);
+        store.save_key_disabled("ab12", false).await.unwrap();
+        store.save_key_disabled("ab12", false).await.unwrap();
+        assert_eq!(store.disabled_keys().await.unwrap(), ["cd34"]);
     }
 
     #[tokio::test]

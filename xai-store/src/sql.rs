@@ -49,6 +49,7 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
     Migration { version: 3, name: "usage_key", sql: include_str!("../migrations/sqlite/0003_usage_key.sql") },
     Migration { version: 4, name: "audit", sql: include_str!("../migrations/sqlite/0004_audit.sql") },
     Migration { version: 5, name: "prices", sql: include_str!("../migrations/sqlite/0005_prices.sql") },
+    Migration { version: 6, name: "key_state", sql: include_str!("../migrations/sqlite/0006_key_state.sql") },
 ];
 
 /// Postgres migrations, ascending.
@@ -58,6 +59,7 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
     Migration { version: 3, name: "usage_key", sql: include_str!("../migrations/postgres/0003_usage_key.sql") },
     Migration { version: 4, name: "audit", sql: include_str!("../migrations/postgres/0004_audit.sql") },
     Migration { version: 5, name: "prices", sql: include_str!("../migrations/postgres/0005_prices.sql") },
+    Migration { version: 6, name: "key_state", sql: include_str!("../migrations/postgres/0006_key_state.sql") },
 ];
 
 const MIGRATIONS_TABLE: &str =

@@ -114,6 +114,32 @@ impl InMemoryKeyPool {
         v
     }
 
+    /// A stable name of a key's credential for remembering its state across restarts and config reorders (a
+    /// SHA-256 under a context of its own, never the key): `None` for an unknown id.
+    pub fn fingerprint(&self, id: UpstreamKeyId) -> Option<crate::secret::KeyDigest> {
+        self.levels
+            .values()
+            .flat_map(|lp| lp.slots.iter())
+            .find(|s| s.key.id == id)
+            .map(|s| crate::secret::KeyDigest::of(&format!("xai-upstream-key-state:{}", s.key.secret.expose())))
+    }
+
+    /// Every key by [`InMemoryKeyPool::fingerprint`].
+    pub fn fingerprints(&self) -> HashMap<crate::secret::KeyDigest, UpstreamKeyId> {
+        self.states.keys().filter_map(|id| self.fingerprint(*id).map(|f| (f, *id))).collect()
+    }
+
+    /// Disables or enables a key (an operator's decision, or a state restored at start); `false` for an unknown id.
+    pub fn set_disabled(&self, id: UpstreamKeyId, disabled: bool) -> bool {
+        let Some((s, _)) = self.states.get(&id) else { return false };
+        s.disabled.store(disabled, Relaxed);
+        if !disabled {
+            s.failures.store(0, Relaxed);
+            s.cooldown_until_ms.store(0, Relaxed);
+        }
+        true
+    }
+
     fn cool(&self, s: &KeyState, d: Duration) {
         let until = self.now_ms() + d.as_millis() as u64;
         s.cooldown_until_ms.fetch_max(until, Relaxed);

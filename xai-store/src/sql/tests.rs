@@ -267,11 +267,11 @@ async fn sqlite_migrations_are_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
     let s1 = SqlStore::connect(&url, MasterKey::generate()).await.unwrap();
-    assert_eq!(s1.applied_migrations().await.unwrap(), [1, 2, 3, 4, 5]);
+    assert_eq!(s1.applied_migrations().await.unwrap(), [1, 2, 3, 4, 5, 6]);
     assert!(s1.migrate().await.unwrap().is_empty());
     s1.close().await;
     let s2 = SqlStore::connect(&url, MasterKey::generate()).await.unwrap();
-    assert_eq!(s2.applied_migrations().await.unwrap(), [1, 2, 3, 4, 5]);
+    assert_eq!(s2.applied_migrations().await.unwrap(), [1, 2, 3, 4, 5, 6]);
     // Two stores on one file at once.
     let (a, b) =
         tokio::join!(SqlStore::connect(&url, MasterKey::generate()), SqlStore::connect(&url, MasterKey::generate()));
@@ -334,7 +334,7 @@ async fn postgres_migrations_round_trip_and_no_key_material() {
     let starts = futures::future::join_all((0..4).map(|_| SqlStore::connect(&db.url, master.clone()))).await;
     let stores: Vec<SqlStore> = starts.into_iter().map(Result::unwrap).collect();
     let store = &stores[0];
-    assert_eq!(store.applied_migrations().await.unwrap(), [1, 2, 3, 4, 5]);
+    assert_eq!(store.applied_migrations().await.unwrap(), [1, 2, 3, 4, 5, 6]);
     assert!(store.migrate().await.unwrap().is_empty());
     round_trip(store).await;
 
