@@ -123,6 +123,8 @@ pub(crate) struct State {
     pub(crate) keys: BTreeMap<KeyId, KeyRecord>,
     pub(crate) ledger: Vec<Entry>,
     pub(crate) products: BTreeMap<u64, Product>,
+    /// The products of each account, by id (the request path looks up one payer's, never scans them all).
+    pub(crate) products_of: HashMap<AccountId, Vec<u64>>,
     pub(crate) usage: HashMap<AccountId, products::DayUsage>,
     /// The day's spend entry of each account in `ledger` (spend is booked as one entry per account and day).
     pub(crate) spend_entry: HashMap<AccountId, (crate::day::Day, usize)>,

@@ -144,6 +144,10 @@ impl ControlPlane {
             st.ledger = saved.ledger.clone();
             st.next_entry = st.ledger.iter().map(|e| e.id).max().unwrap_or(0);
             st.products = saved.products.iter().map(|p| (p.id, p.clone())).collect();
+            st.products_of.clear();
+            for p in st.products.values() {
+                st.products_of.entry(p.account).or_default().push(p.id);
+            }
             st.saved_product = st.products.values().map(|p| (p.id, (p.remaining.0, p.used.0, p.used.1.0))).collect();
             st.next_product = st.products.keys().max().copied().unwrap_or(0);
             st.audit = saved.audit.clone();
@@ -295,6 +299,9 @@ impl ControlPlane {
                 st.funded.insert(p.account);
                 st.saved_product.insert(p.id, stored);
                 st.next_product = st.next_product.max(p.id);
+                if !st.products.contains_key(&p.id) {
+                    st.products_of.entry(p.account).or_default().push(p.id);
+                }
                 st.products.insert(p.id, p);
             }
             Ok(())

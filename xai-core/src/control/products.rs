@@ -242,6 +242,7 @@ impl ControlPlane {
             };
             p.refresh(today);
             st.products.insert(p.id, p.clone());
+            st.products_of.entry(p.account).or_default().push(p.id);
             st.dirty.products.insert(p.id);
             st.funded.insert(p.account);
             Ok(p)
@@ -288,11 +289,13 @@ impl ControlPlane {
             // was ever funded: the cost is then booked as unfunded).
             let payer = rec.chain.iter().rev().copied().find(|a| st.funded.contains(a)).unwrap_or(rec.account);
             *st.applied.entry(payer).or_default() += left;
-            let rec = &UsageRecord { account: payer, ..rec.clone() };
             let mut ids: Vec<(u8, Day, u64)> = st
-                .products
-                .values()
-                .filter(|p| p.account == rec.account && p.active_on(day))
+                .products_of
+                .get(&payer)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| st.products.get(id))
+                .filter(|p| p.active_on(day))
                 .map(|p| {
                     let (o, d) = p.order_key();
                     (o, d, p.id)
@@ -316,21 +319,21 @@ impl ControlPlane {
                     return Ok(());
                 }
             }
-            let Some(a) = st.accounts.get_mut(&rec.account) else { return Ok(()) };
+            let Some(a) = st.accounts.get_mut(&payer) else { return Ok(()) };
             let take = left.min(a.balance.0.max(0));
             a.balance = Micros(a.balance.0 - take);
             let unfunded = left - take;
             // One spend entry per account and day, updated in place: the ledger grows with days, not requests.
-            let entry = match st.spend_entry.get(&rec.account) {
+            let entry = match st.spend_entry.get(&payer) {
                 Some((d, i)) if *d == day && *i < st.ledger.len() => *i,
                 _ => {
-                    st.push_entry(Some(rec.account), None, Micros::ZERO, EntryKind::Spend, None, SystemTime::now());
+                    st.push_entry(Some(payer), None, Micros::ZERO, EntryKind::Spend, None, SystemTime::now());
                     let i = st.ledger.len() - 1;
-                    st.spend_entry.insert(rec.account, (day, i));
+                    st.spend_entry.insert(payer, (day, i));
                     i
                 }
             };
-            st.dirty.accounts.insert(rec.account);
+            st.dirty.accounts.insert(payer);
             let e = &mut st.ledger[entry];
             st.dirty.entries.insert(e.id);
             e.amount = e.amount.saturating_add(Micros(take));
@@ -410,8 +413,15 @@ impl ControlPlane {
         let day = Day::today();
         self.read(|st| {
             let payer = chain.iter().rev().copied().find(|a| st.funded.contains(a))?;
-            let products: i64 =
-                st.products.values().filter(|p| p.account == payer && p.active_on(day)).map(|p| p.left_on(day).0).sum();
+            let products: i64 = st
+                .products_of
+                .get(&payer)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| st.products.get(id))
+                .filter(|p| p.active_on(day))
+                .map(|p| p.left_on(day).0)
+                .sum();
             let balance = st.accounts.get(&payer).map_or(0, |a| a.balance.0.max(0));
             Some(crate::traits::Funds {
                 account: payer,
