@@ -266,3 +266,28 @@ async fn usage_through_the_cli() {
         cli.run(&["usage", "--group-by", "model", "--from", "2026-11-02", "--to", "2026-11-01", "--format", "csv"]);
     assert!(out.await.expect_code(1).stderr.contains("400"), "a CSV request's error is still the server's message");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pricing_through_the_cli() {
+    let (gw, _api) = admin_gateway().await;
+    let cli = Cli::new(&gw.server, gw.server.admin_token());
+    let set = cli
+        .run(&["pricing", "set", "claude-*", "--input", "3", "--output", "15", "--cached-input", "0.3", "--json"])
+        .await
+        .expect_code(0)
+        .json();
+    assert_eq!((set["model"].clone(), set["price"]["output"].clone()), (json!("claude-*"), json!("15")), "{set}");
+    let table = cli.run(&["pricing", "list"]).await.expect_code(0).ok();
+    assert!(table.contains("claude-*") && table.contains("gpt-4o-mini"), "{table}");
+    assert!(table.contains("Models without a price: free"), "{table}");
+    // Bad input is the server's 400, on stderr with exit 1.
+    cli.run(&["pricing", "set", "gpt-4o", "--input=-1", "--output", "1"]).await.expect_code(1);
+    let gone = cli.run(&["pricing", "delete", "claude-*", "--json"]).await.expect_code(0).json();
+    assert_eq!(gone["price"], Value::Null, "{gone}");
+    let list = cli.run(&["pricing", "list", "--json"]).await.expect_code(0).json();
+    assert!(list["prices"].get("claude-*").is_none(), "{list}");
+    // Enabling an upstream key that is not disabled is harmless; an unknown one is a 404.
+    let ok = cli.run(&["providers", "enable-key", "1"]).await.expect_code(0).ok();
+    assert!(ok.contains("upstream key 1 enabled"), "{ok}");
+    cli.run(&["providers", "enable-key", "999"]).await.expect_code(1);
+}

@@ -17,6 +17,7 @@ mod credits;
 mod explain;
 mod keys;
 mod policy;
+mod pricing;
 mod products;
 mod providers;
 mod render;
@@ -35,6 +36,7 @@ use crate::client::{AdminClient, ServerUrl};
 use crate::credits::CreditsCommand;
 use crate::explain::ExplainArgs;
 use crate::keys::KeysCommand;
+use crate::pricing::PricingCommand;
 use crate::products::ProductsCommand;
 use crate::providers::ProvidersCommand;
 use crate::request::ApiRequest;
@@ -98,6 +100,9 @@ enum Command {
     /// Upstream providers and the health of their keys
     #[command(subcommand)]
     Providers(ProvidersCommand),
+    /// Prices per model (credits per million tokens): list, set, delete
+    #[command(subcommand)]
+    Pricing(PricingCommand),
     /// Usage: recent records (newest last), or grouped by account, model, day or key; table, JSON or CSV
     Usage(UsageArgs),
     /// Explain the decision for a caller, model and endpoint, step by step (exit 0 allowed, 3 refused)
@@ -114,6 +119,7 @@ impl Command {
             Self::Credits(c) => c.request(),
             Self::Products(c) => c.request(),
             Self::Providers(c) => c.request(),
+            Self::Pricing(c) => c.request(),
             Self::Usage(c) => c.request(),
             Self::Explain(c) => c.request(),
         }
@@ -126,6 +132,7 @@ impl Command {
             Self::Credits(c) => c.render(answer),
             Self::Products(c) => c.render(answer),
             Self::Providers(c) => c.render(answer),
+            Self::Pricing(c) => c.render(answer),
             Self::Usage(c) => c.render(answer),
             Self::Explain(c) => c.render(answer),
         }

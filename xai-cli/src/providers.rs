@@ -13,6 +13,11 @@ pub enum ProvidersCommand {
     List,
     /// Show the health of every upstream key: cooldowns, failures, disabled keys
     Keys,
+    /// Use a key again that was disabled after an upstream rejected it (on every instance); root only
+    EnableKey {
+        /// Upstream key id (see `xai providers keys`)
+        id: u64,
+    },
 }
 
 impl ProvidersCommand {
@@ -21,6 +26,9 @@ impl ProvidersCommand {
         Ok(match self {
             Self::List => ApiRequest::get("/providers"),
             Self::Keys => ApiRequest::get("/upstream-keys"),
+            Self::EnableKey { id } => {
+                ApiRequest::post(format_args!("/upstream-keys/{id}/enable"), serde_json::json!({}))
+            }
         })
     }
 
@@ -29,6 +37,10 @@ impl ProvidersCommand {
         match self {
             Self::List => list(answer),
             Self::Keys => keys(answer),
+            Self::EnableKey { id } => format!(
+                "upstream key {id} enabled{}",
+                if answer.get("disabled") == Some(&Value::Bool(false)) { "" } else { " (check `xai providers keys`)" }
+            ),
         }
     }
 }

@@ -38,6 +38,11 @@ impl ApiRequest {
         Self { method: Method::PATCH, path: format!("{PREFIX}{path}"), body: Some(body) }
     }
 
+    /// `PUT {PREFIX}{path}` with a JSON body.
+    pub fn put(path: impl fmt::Display, body: Value) -> Self {
+        Self { method: Method::PUT, path: format!("{PREFIX}{path}"), body: Some(body) }
+    }
+
     /// `DELETE {PREFIX}{path}`.
     pub fn delete(path: impl fmt::Display) -> Self {
         Self { method: Method::DELETE, path: format!("{PREFIX}{path}"), body: None }
