@@ -102,7 +102,7 @@ pub fn list(answer: &Value) -> String {
     };
     let mut t = render::table(["model", "input", "output", "cached in", "cache write", "reasoning", "image", "search"]);
     for (model, p) in prices {
-        let or = |k: &str, d: &str| p.get(k).map_or_else(|| format!("({})", field(p, d)), |v| render::text(v));
+        let or = |k: &str, d: &str| p.get(k).map_or_else(|| format!("({})", field(p, d)), render::text);
         t.add_row(vec![
             model.clone(),
             field(p, "input"),
