@@ -65,6 +65,10 @@ impl Calendar {
     /// When `day` starts and ends (the next day's start), in Unix seconds.
     pub fn bounds(&self, day: Day) -> (i64, i64) {
         let Some(tz) = &self.tz else { return (day.0 * 86_400, (day.0 + 1) * 86_400) };
+        let last = self.last.load();
+        if last.2 == day && last.0 < last.1 {
+            return (last.0, last.1);
+        }
         let start = |d: Day| -> i64 {
             let (y, m, dd) = d.ymd();
             jiff::civil::Date::new(y as i16, m as i8, dd as i8)

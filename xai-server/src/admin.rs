@@ -350,7 +350,8 @@ impl Admin {
     /// and announced to every instance), `DELETE /pricing/{model}`.
     async fn pricing(&self, scope: Scope, m: &Method, segs: &[&str], body: &Bytes) -> Answer {
         let model = segs.get(1..).map(|s| s.join("/")).filter(|s| !s.is_empty());
-        let model: Option<String> = model.map(|s| percent_decode(&s));
+        let model: Option<String> =
+            model.map(|s| percent_encoding::percent_decode_str(&s).decode_utf8_lossy().into_owned());
         match (m, model) {
             (&Method::GET, None) => ok(&serde_json::json!({
                 "unpriced": self.unpriced,
@@ -432,25 +433,4 @@ fn csv(text: String) -> Response<Body> {
     let mut r = Response::new(body::full(Bytes::from(text)));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
     r
-}
-
-/// `%2A` → `*` and the like, for model names in paths.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-            Some(x) if b[i] == b'%' => {
-                out.push(x);
-                i += 3;
-            }
-            _ => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

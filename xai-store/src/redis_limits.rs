@@ -316,6 +316,25 @@ struct Lease {
     tokens: u64,
 }
 
+/// The right of one in-flight admission to ask Redis for a lease on its tree (given back when dropped).
+struct LeaseAsk<'a> {
+    shared: &'a Shared,
+    root: u64,
+}
+
+impl<'a> LeaseAsk<'a> {
+    fn take(shared: &'a Shared, root: u64) -> Option<Self> {
+        let first = shared.leasing.lock().insert(root);
+        first.then(|| LeaseAsk { shared, root })
+    }
+}
+
+impl Drop for LeaseAsk<'_> {
+    fn drop(&mut self) {
+        self.shared.leasing.lock().remove(&self.root);
+    }
+}
+
 /// Money held in Redis for one paying account, for this instance's admissions during one second.
 #[derive(Clone, Copy, Debug)]
 struct FundLease {
@@ -358,6 +377,9 @@ struct Shared {
     settlements: Mutex<HashMap<SettleKey, Settle>>,
     /// Admissions (requests, tokens) to count on unbounded nodes, per (root, node, second).
     counts: Mutex<HashMap<CountKey, (u64, u64)>>,
+    /// Trees with an admission of this instance asking Redis for a lease right now: one at a time per tree, so
+    /// a burst of concurrent misses does not lease a tree's whole headroom to this instance.
+    leasing: Mutex<std::collections::HashSet<u64>>,
     /// The flush task runs.
     flusher: AtomicBool,
     /// Requests admitted from a lease.
@@ -614,6 +636,7 @@ impl RedisMeter {
                 give_back_fund: redis::Script::new(RETURN_FUND_LUA),
                 settlements: Mutex::new(HashMap::new()),
                 counts: Mutex::new(HashMap::new()),
+                leasing: Mutex::new(std::collections::HashSet::new()),
                 flusher: AtomicBool::new(false),
                 leased: AtomicU64::new(0),
                 down: AtomicBool::new(false),
@@ -783,7 +806,9 @@ impl RedisMeter {
         }
         let day = day_of_secs(now);
         let mut inv = self.admit.prepare_invoke();
-        inv.arg(now).arg(est).arg(WINDOW_TTL).arg(DAY_TTL).arg(now % WINDOW).arg(LEASE_MAX).arg(LEASE_MIN_HEADROOM);
+        let leasing = LeaseAsk::take(&self.shared, root);
+        let lease = if leasing.is_some() { LEASE_MAX } else { 0 };
+        inv.arg(now).arg(est).arg(WINDOW_TTL).arg(DAY_TTL).arg(now % WINDOW).arg(lease).arg(LEASE_MIN_HEADROOM);
         inv.arg(cost.0).arg(if funds.is_some() { "1" } else { "0" });
         let f = funds.unwrap_or(Funds { account: AccountId(0), available: Micros::ZERO, applied: 0, generation: 0 });
         inv.arg(f.available.0).arg(f.applied).arg(f.generation).arg(&self.instance).arg(FUND_TTL);

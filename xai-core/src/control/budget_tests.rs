@@ -61,33 +61,37 @@ impl Fixture {
     }
 
     fn settle(&self, p: &Principal, r: Reservation, cost: i64) {
-        let rec = UsageRecord {
-            request_id: RequestId::generate(),
-            time: SystemTime::now(),
-            account: p.account().id,
-            account_path: p.account().path.clone(),
-            chain: p.chain_ids.clone(),
-            key: p.key.id,
-            inbound_protocol: Protocol::OpenAiChat,
-            provider: None,
-            upstream_key: None,
-            requested_model: "m".into(),
-            upstream_model: None,
-            level: None,
-            status: RecordStatus::Ok,
-            http_status: 200,
-            attempts: vec![],
-            latency_ms: 1,
-            ttft_ms: None,
-            usage: Usage { prompt_tokens: 5, ..Usage::default() },
-            cost: Micros(cost),
-            estimated: false,
-        };
-        self.meter.record(rec, r);
+        self.meter.record(record(p, cost, Usage { prompt_tokens: 5, ..Usage::default() }), r);
     }
 
     fn balance(&self, a: AccountId) -> i64 {
         self.cp.account(Scope::Root, a).unwrap().account.balance.0
+    }
+}
+
+/// A settled request of `p` costing `cost`.
+fn record(p: &Principal, cost: i64, usage: Usage) -> UsageRecord {
+    UsageRecord {
+        request_id: RequestId::generate(),
+        time: SystemTime::now(),
+        account: p.account().id,
+        account_path: p.account().path.clone(),
+        chain: p.chain_ids.clone(),
+        key: p.key.id,
+        inbound_protocol: Protocol::OpenAiChat,
+        provider: None,
+        upstream_key: None,
+        requested_model: "m".into(),
+        upstream_model: None,
+        level: None,
+        status: RecordStatus::Ok,
+        http_status: 200,
+        attempts: vec![],
+        latency_ms: 1,
+        ttft_ms: None,
+        usage,
+        cost: Micros(cost),
+        estimated: false,
     }
 }
 
@@ -197,31 +201,7 @@ fn a_settlement_the_control_plane_has_not_applied_yet_still_counts() {
     let p = f.principal(root);
     let r = f.admit(&p, 1000).unwrap();
     let funds = f.cp.funds(&p.chain_ids).unwrap();
-    f.inner.record(
-        UsageRecord {
-            request_id: RequestId::generate(),
-            time: SystemTime::now(),
-            account: root,
-            account_path: "acme".into(),
-            chain: p.chain_ids.clone(),
-            key: p.key.id,
-            inbound_protocol: Protocol::OpenAiChat,
-            provider: None,
-            upstream_key: None,
-            requested_model: "m".into(),
-            upstream_model: None,
-            level: None,
-            status: RecordStatus::Ok,
-            http_status: 200,
-            attempts: vec![],
-            latency_ms: 1,
-            ttft_ms: None,
-            usage: Usage::default(),
-            cost: Micros(1000),
-            estimated: false,
-        },
-        r,
-    );
+    f.inner.record(record(&p, 1000, Usage::default()), r);
     // The control plane still says 2000, but 1000 of it is settled: only 1000 may be held.
     let ask = |cost| AdmitRequest {
         principal: &p,

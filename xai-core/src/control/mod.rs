@@ -264,6 +264,7 @@ impl ControlPlane {
         st.dirty.entries.extend(scratch.dirty.entries.drain());
         st.next_entry = scratch.next_entry;
         st.funded.extend(scratch.funded.drain());
+        st.base = scratch.base;
         st.accounts = scratch.accounts;
         st.keys = scratch.keys;
         st.next_account = scratch.next_account;

@@ -366,23 +366,18 @@ impl ControlPlane {
                 return Err(AdminError::BadRequest("prices must not be negative".into()));
             }
         }
-        let apply = |prices: &mut std::collections::HashMap<Arc<str>, crate::usage::Price>| match price {
-            Some(p) => {
-                prices.insert(Arc::from(model), p);
-            }
-            None => {
-                prices.remove(model);
-            }
-        };
-        if price.is_none() && !self.read(|st| st.base.prices.contains_key(model)) {
-            return Err(AdminError::NotFound(format!("no price for {model:?}")));
-        }
         self.change(|st| {
-            apply(&mut st.base.prices);
-            Ok(())
-        })?;
-        self.change_quiet(|st| {
-            apply(&mut st.base.prices);
+            match price {
+                Some(p) => {
+                    st.base.prices.insert(Arc::from(model), p);
+                }
+                None => {
+                    st.base
+                        .prices
+                        .remove(model)
+                        .ok_or_else(|| AdminError::NotFound(format!("no price for {model:?}")))?;
+                }
+            }
             Ok(())
         })
     }
@@ -393,10 +388,6 @@ impl ControlPlane {
         prices: std::collections::HashMap<Arc<str>, crate::usage::Price>,
     ) -> Result<(), AdminError> {
         self.change(|st| {
-            st.base.prices.clone_from(&prices);
-            Ok(())
-        })?;
-        self.change_quiet(|st| {
             st.base.prices = prices;
             Ok(())
         })

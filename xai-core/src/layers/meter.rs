@@ -223,7 +223,7 @@ impl RecordGuard {
         }
         let attempts = mem::take(&mut *c.log.0.lock());
         let last = attempts.last();
-        let price = c.store.price(&c.upstream_model).or_else(|| c.store.price(&c.requested_model));
+        let price = super::admit::price_of(&*c.store, Some(&c.upstream_model), &c.requested_model);
         let account = c.principal.account();
         let record = UsageRecord {
             request_id: c.request_id,

@@ -297,6 +297,8 @@ impl InMemoryMeter {
         // check-then-add is atomic across the whole path and the funds.
         let mut guards: Vec<_> = counters.iter().map(|w| w.lock()).collect();
         let mut rate = crate::traits::RateInfo::default();
+        let midnight = std::cell::OnceCell::new();
+        let until_midnight = || *midnight.get_or_init(until_midnight);
         for ((_, l, who), c) in nodes.iter().zip(guards.iter_mut()) {
             c.roll(day);
             let (r, t) = c.sums(sec);
