@@ -494,6 +494,74 @@ async fn without_redis_changes_travel_through_postgres() {
     .await;
 }
 
+/// `xai_catalog_loads_total{source="…"}` of `server`.
+async fn catalog_loads(server: &XaiServer, source: &str) -> u64 {
+    let m = client::get(&format!("{}/metrics", server.url()), None).await;
+    let line = format!("xai_catalog_loads_total{{source=\"{source}\"}} ");
+    let text = m.text();
+    let found = text.lines().find_map(|l| l.strip_prefix(line.as_str()));
+    found.unwrap_or_else(|| panic!("no {line} in /metrics:\n{text}")).trim().parse().unwrap()
+}
+
+/// Polls until `server` has taken the catalog `n` times in all (from Redis or the database), bounded.
+async fn catalog_loads_reach(server: &XaiServer, n: u64) -> (u64, u64) {
+    let deadline = Instant::now() + POLL_BOUND;
+    loop {
+        let (r, d) = (catalog_loads(server, "redis").await, catalog_loads(server, "database").await);
+        if r + d >= n {
+            return (r, d);
+        }
+        assert!(Instant::now() < deadline, "only {} catalog loads after {POLL_BOUND:?} (expected {n})", r + d);
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_is_read_through_redis_and_the_database_only_when_it_changed() {
+    let Some(env) = Env::create(true).await else { return };
+    let mock = MockUpstream::start().await;
+    let config = env.config();
+    let a = env.server(&config, &mock).await;
+    let b = env.server(&config, &mock).await;
+    let on_a = AdminApi::new(&a, Some(TEAM_ADMIN_KEY));
+    let team = account_id(&a, "team").await;
+    assert!(b.stderr().contains("memory → Redis → database"), "B names its read path:\n{}", b.stderr());
+
+    // An account and a key on A: the catalog changed, so B reads the database (and fills Redis).
+    let dana = id_of(&on_a.create_account("dana", Some(team), json!({"allow_models": ["gpt-*"]})).await);
+    let (_, key) = on_a.new_key(dana).await;
+    let since = Instant::now();
+    within_propagation("a key issued on A, used on B", since, 200, 401, || chat(&b, &key, "gpt-4o", "hi")).await;
+    let (r0, d0) = catalog_loads_reach(&b, 2).await;
+    assert!(d0 >= 1, "B read the changed catalog from the database (redis {r0}, database {d0})");
+
+    // A price change is announced but leaves the catalog's version: B takes the catalog from Redis.
+    let root_a = AdminApi::new(&a, Some(ROOT_TOKEN));
+    let put = root_a.send_raw(http::Method::PUT, "/pricing/gpt-4o", r#"{"input":"1","output":"2"}"#).await;
+    expect(&put, 200, "set a price on A");
+    let (r1, d1) = catalog_loads_reach(&b, r0 + d0 + 1).await;
+    assert_eq!((r1, d1), (r0 + 1, d0), "B's reload after an announcement that changed no account or key");
+    let resp = chat(&b, &key, "gpt-4o", "still served");
+    assert_eq!(resp.await.status, 200, "the cached catalog serves the key");
+
+    // A policy change raises the version again: B must not serve the old policy from Redis.
+    on_a.patch_account(dana, json!({"allow_models": ["gpt-4o-mini"]})).await;
+    let since = Instant::now();
+    within_propagation("allow_models narrowed on A, seen on B", since, 403, 200, || chat(&b, &key, "gpt-4o", "x"))
+        .await;
+    let (_, d2) = catalog_loads_reach(&b, r1 + d1 + 1).await;
+    assert_eq!(d2, d1 + 1, "the changed catalog was read from the database");
+
+    // Redis holds the catalog sealed: neither the upstream key nor the virtual key is readable there.
+    let prefix = env.redis_prefix.clone().unwrap_or_default();
+    let blob = redis_command(&["HGET", &format!("{prefix}catalog"), "blob"]).await.unwrap();
+    let blob = blob.concat();
+    assert!(blob.starts_with("v1:"), "a sealed copy is in Redis");
+    for secret in ["sk-up-1", key.as_str(), TEAM_ADMIN_KEY, "dana"] {
+        assert!(!blob.contains(secret), "{secret} readable in Redis");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_outlives_every_instance() {
     let Some(env) = Env::create(false).await else { return };

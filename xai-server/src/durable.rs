@@ -80,12 +80,15 @@ pub async fn save(sql: &SqlStore, control: &ControlPlane, changes: Changes) -> R
     let rows: Vec<ProductRow> = changes.products.iter().map(row_of).collect();
     let mut list: Vec<Change<'_>> = Vec::new();
     // Balances and product counters are saved as movements: instances on one database add up.
-    list.extend(
-        changes
-            .accounts
-            .iter()
-            .map(|a| Change::AccountMoved(a, changes.balance_deltas.get(&a.id).copied().unwrap_or(0))),
-    );
+    // An account edited here is saved whole; one that only moved money, as its movement alone.
+    list.extend(changes.accounts.iter().filter_map(|a| {
+        let delta = changes.balance_deltas.get(&a.id).copied().unwrap_or(0);
+        if changes.edited.contains(&a.id) {
+            Some(Change::AccountMoved(a, delta))
+        } else {
+            (delta != 0).then_some(Change::Balance(a.id, delta))
+        }
+    }));
     list.extend(changes.keys.iter().map(|k| Change::Key {
         key: &k.key,
         name: k.name.as_deref(),
@@ -97,6 +100,9 @@ pub async fn save(sql: &SqlStore, control: &ControlPlane, changes: Changes) -> R
         Change::ProductMoved(r, remaining, used)
     }));
     list.extend(changes.audit.iter().map(Change::Audit));
+    if changes.catalog {
+        list.push(Change::Catalog);
+    }
     match sql.save(&list).await {
         Ok(()) => Ok(()),
         Err(e) => {

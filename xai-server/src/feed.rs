@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use xai_core::control::{ControlPlane, KeyChange};
+use xai_store::catalog_cache::CatalogCache;
 use xai_store::sql::SqlStore;
 
 /// Where changes are announced.
@@ -74,13 +75,21 @@ impl Feed {
     }
 
     /// Listens for other instances' changes and reloads the tree after each (reconnecting on failure).
-    pub fn spawn_listener(&self, instance: String, sql: Arc<SqlStore>, control: Arc<ControlPlane>) {
+    /// With `cache`, the catalog is taken through its Redis tier (memory → Redis → database).
+    pub fn spawn_listener(
+        &self,
+        instance: String,
+        sql: Arc<SqlStore>,
+        control: Arc<ControlPlane>,
+        cache: Option<CatalogCache>,
+    ) {
         let feed = self.clone();
         tokio::spawn(async move {
+            let reloader = Reloader { sql, control, cache };
             loop {
                 let r = match &feed {
-                    Feed::Redis { client, channel } => listen_redis(client, channel, &instance, &sql, &control).await,
-                    Feed::Postgres(pool) => listen_postgres(pool, &instance, &sql, &control).await,
+                    Feed::Redis { client, channel } => listen_redis(client, channel, &instance, &reloader).await,
+                    Feed::Postgres(pool) => listen_postgres(pool, &instance, &reloader).await,
                     Feed::None => return,
                 };
                 if let Err(e) = r {
@@ -88,73 +97,78 @@ impl Feed {
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 // Whatever was announced meanwhile: catch up.
-                reload(&sql, &control).await;
+                reloader.reload().await;
             }
         });
     }
 }
 
-async fn listen_redis(
-    client: &redis::Client,
-    channel: &str,
-    me: &str,
-    sql: &SqlStore,
-    control: &ControlPlane,
-) -> Result<(), String> {
+async fn listen_redis(client: &redis::Client, channel: &str, me: &str, reloader: &Reloader) -> Result<(), String> {
     let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
     pubsub.subscribe(channel).await.map_err(|e| e.to_string())?;
     let mut messages = pubsub.on_message();
     while let Some(msg) = messages.next().await {
         let from: String = msg.get_payload().unwrap_or_default();
         if from != me {
-            reload(sql, control).await;
+            reloader.reload().await;
         }
     }
     Err("subscription closed".into())
 }
 
-async fn listen_postgres(pool: &sqlx::PgPool, me: &str, sql: &SqlStore, control: &ControlPlane) -> Result<(), String> {
+async fn listen_postgres(pool: &sqlx::PgPool, me: &str, reloader: &Reloader) -> Result<(), String> {
     let mut listener = sqlx::postgres::PgListener::connect_with(pool).await.map_err(|e| e.to_string())?;
     listener.listen(PG_CHANNEL).await.map_err(|e| e.to_string())?;
     loop {
         let n = listener.recv().await.map_err(|e| e.to_string())?;
         if n.payload() != me {
-            reload(sql, control).await;
+            reloader.reload().await;
         }
     }
 }
 
-/// Saves this instance's pending changes, then takes the tree from the database.
-async fn reload(sql: &SqlStore, control: &ControlPlane) {
-    if let Err(e) = crate::durable::save(sql, control, control.take_changes()).await {
-        tracing::warn!(error = %e, "saving before a reload failed");
-    }
-    match sql.load().await {
-        Ok(snap) => {
-            let meta: std::collections::HashMap<_, _> = snap.key_meta.iter().map(|m| (m.id, m)).collect();
-            let keys = snap
-                .catalog
-                .keys
-                .into_iter()
-                .map(|k| {
-                    let m = meta.get(&k.id);
-                    KeyChange {
-                        name: m.and_then(|m| m.name.clone()),
-                        created_at: m.map_or_else(std::time::SystemTime::now, |m| m.created_at),
-                        key: k,
-                    }
-                })
-                .collect();
-            match control.reload_tree(snap.catalog.accounts, keys) {
-                Ok(()) => tracing::debug!("reloaded the account tree after a change elsewhere"),
-                Err(e) => tracing::warn!(error = %e, "reloading the account tree failed"),
-            }
-            let products = snap.products.iter().map(crate::durable::product_of).collect();
-            if let Err(e) = control.reload_products(products) {
-                tracing::warn!(error = %e, "reloading products failed");
-            }
-            crate::durable::apply_saved_prices(sql, control).await;
+/// What a reload needs.
+struct Reloader {
+    sql: Arc<SqlStore>,
+    control: Arc<ControlPlane>,
+    cache: Option<CatalogCache>,
+}
+
+impl Reloader {
+    /// Saves this instance's pending changes, then takes the tree (through the Redis tier when there is one),
+    /// balances and products (from the database).
+    async fn reload(&self) {
+        let (sql, control) = (&self.sql, &self.control);
+        if let Err(e) = crate::durable::save(sql, control, control.take_changes()).await {
+            tracing::warn!(error = %e, "saving before a reload failed");
         }
-        Err(e) => tracing::warn!(error = %e, "reloading the account tree failed"),
+        match sql.load_live(self.cache.as_ref()).await {
+            Ok((snap, source)) => {
+                let meta: std::collections::HashMap<_, _> = snap.key_meta.iter().map(|m| (m.id, m)).collect();
+                let keys = snap
+                    .catalog
+                    .keys
+                    .into_iter()
+                    .map(|k| {
+                        let m = meta.get(&k.id);
+                        KeyChange {
+                            name: m.and_then(|m| m.name.clone()),
+                            created_at: m.map_or_else(std::time::SystemTime::now, |m| m.created_at),
+                            key: k,
+                        }
+                    })
+                    .collect();
+                match control.reload_tree(snap.catalog.accounts, keys) {
+                    Ok(()) => tracing::debug!(?source, "reloaded the account tree after a change elsewhere"),
+                    Err(e) => tracing::warn!(error = %e, "reloading the account tree failed"),
+                }
+                let products = snap.products.iter().map(crate::durable::product_of).collect();
+                if let Err(e) = control.reload_products(products) {
+                    tracing::warn!(error = %e, "reloading products failed");
+                }
+                crate::durable::apply_saved_prices(sql, control).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "reloading the account tree failed"),
+        }
     }
 }

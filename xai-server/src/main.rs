@@ -253,7 +253,15 @@ async fn run(cli: Cli) -> Result<(), String> {
     let feed = match &state {
         Some(s) => {
             let f = feed::Feed::new(redis_url.as_deref(), &prefix, &s.sql)?;
-            f.spawn_listener(instance.clone(), s.sql.clone(), control.clone());
+            let cache = redis_url
+                .as_deref()
+                .map(|url| xai_store::catalog_cache::CatalogCache::connect(url, &prefix, s.sql.master()))
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            if cache.is_some() {
+                notes.push("catalog read path: memory → Redis → database".into());
+            }
+            f.spawn_listener(instance.clone(), s.sql.clone(), control.clone(), cache);
             f
         }
         None => feed::Feed::None,

@@ -11,6 +11,8 @@
 //! | `xai_redis_outages_total` | counter | Redis outages seen |
 //! | `xai_redis_leased_admissions_total` | counter | requests admitted from a lease, without a Redis round trip |
 //! | `xai_unpriced_requests_total` | counter | requests served at zero cost because their model has no price |
+//! | `xai_catalog_loads_total{source}` | counter | catalog reloads through the Redis tier, by source (`redis`, `database`) |
+//! | `xai_catalog_cache_errors_total` | counter | failures of the catalog's Redis tier (unreachable, copy not opening) |
 //! | `xai_usage_queued` | gauge | usage records waiting for the database writer |
 //! | `xai_usage_written_total` | counter | usage records inserted |
 //! | `xai_usage_spooled_total` | counter | usage records appended to the local spool (database unreachable) |
@@ -64,6 +66,25 @@ impl Metrics {
         );
         let unpriced = xai_core::layers::admit::UNPRICED_REQUESTS.load(std::sync::atomic::Ordering::Relaxed);
         let _ = writeln!(o, "xai_unpriced_requests_total {unpriced}");
+        {
+            use xai_store::catalog_cache::{ERRORS, FROM_DATABASE, FROM_REDIS};
+            push_header(
+                &mut o,
+                "xai_catalog_loads_total",
+                "counter",
+                "Catalog reloads through the Redis tier, by where the catalog came from.",
+            );
+            let _ = writeln!(o, "xai_catalog_loads_total{{source=\"redis\"}} {}", FROM_REDIS.load(Ordering::Relaxed));
+            let _ =
+                writeln!(o, "xai_catalog_loads_total{{source=\"database\"}} {}", FROM_DATABASE.load(Ordering::Relaxed));
+            push_header(
+                &mut o,
+                "xai_catalog_cache_errors_total",
+                "counter",
+                "Failures of the catalog's Redis tier (unreachable, or a copy that does not open).",
+            );
+            let _ = writeln!(o, "xai_catalog_cache_errors_total {}", ERRORS.load(Ordering::Relaxed));
+        }
         push_header(&mut o, "xai_responses_total", "counter", "Gateway answers by HTTP status class.");
         for (i, c) in self.responses.iter().enumerate().skip(1) {
             let _ = writeln!(o, "xai_responses_total{{class=\"{i}xx\"}} {}", c.load(Ordering::Relaxed));

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod catalog_cache;
 pub mod prices;
 pub mod redis_limits;
 pub mod secrets;

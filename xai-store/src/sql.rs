@@ -29,6 +29,7 @@ use xai_core::protocol::Protocol;
 use xai_core::routing::{Provider, UpstreamKey};
 use xai_core::secret::{KeyDigest, Secret};
 
+use crate::catalog_cache::CatalogCache;
 use crate::secrets::{MasterKey, SecretError};
 
 /// One versioned schema change.
@@ -50,6 +51,7 @@ pub const SQLITE_MIGRATIONS: &[Migration] = &[
     Migration { version: 4, name: "audit", sql: include_str!("../migrations/sqlite/0004_audit.sql") },
     Migration { version: 5, name: "prices", sql: include_str!("../migrations/sqlite/0005_prices.sql") },
     Migration { version: 6, name: "key_state", sql: include_str!("../migrations/sqlite/0006_key_state.sql") },
+    Migration { version: 7, name: "catalog", sql: include_str!("../migrations/sqlite/0007_catalog_version.sql") },
 ];
 
 /// Postgres migrations, ascending.
@@ -60,6 +62,7 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = &[
     Migration { version: 4, name: "audit", sql: include_str!("../migrations/postgres/0004_audit.sql") },
     Migration { version: 5, name: "prices", sql: include_str!("../migrations/postgres/0005_prices.sql") },
     Migration { version: 6, name: "key_state", sql: include_str!("../migrations/postgres/0006_key_state.sql") },
+    Migration { version: 7, name: "catalog", sql: include_str!("../migrations/postgres/0007_catalog_version.sql") },
 ];
 
 const MIGRATIONS_TABLE: &str =
@@ -172,6 +175,9 @@ pub enum Change<'a> {
     /// Insert an account, or update it and add `delta` to the stored balance (instances sharing the database add
     /// their own movements instead of overwriting each other's).
     AccountMoved(&'a Account, i64),
+    /// Add `delta` to a stored account's balance and change nothing else of it (traffic moved money here; the
+    /// rest of the row may have been changed by another instance since this one read it).
+    Balance(AccountId, i64),
     /// Insert or update a virtual key (digest only).
     Key {
         /// The key.
@@ -194,6 +200,10 @@ pub enum Change<'a> {
     DeleteProvider(ProviderId),
     /// Append an audit entry (saving it again changes nothing).
     Audit(&'a AuditEntry),
+    /// The tree changed in what instances cache of it (an account's policy, status or place, a key): raise the
+    /// catalog version. [`Change::Account`], [`Change::Key`] and the provider changes imply it; a save raises the
+    /// version at most once.
+    Catalog,
 }
 
 #[derive(Debug, Clone)]
@@ -224,6 +234,17 @@ macro_rules! on_db {
     };
 }
 
+/// Reads the catalog rows and their stamp inside `$tx` (a transaction of either backend; `?` on each query).
+macro_rules! read_catalog_rows {
+    ($tx:expr) => {{
+        let (epoch, version): (String, i64) = sqlx::query_as(CATALOG_STAMP).fetch_one(&mut *$tx).await?;
+        let accounts: Vec<AccountT> = sqlx::query_as(ACCOUNTS).fetch_all(&mut *$tx).await?;
+        let keys: Vec<KeyT> = sqlx::query_as(KEYS).fetch_all(&mut *$tx).await?;
+        let providers: Vec<ProviderT> = sqlx::query_as(PROVIDERS).fetch_all(&mut *$tx).await?;
+        let upstream_keys: Vec<UpKeyT> = sqlx::query_as(UPKEYS).fetch_all(&mut *$tx).await?;
+        CatalogRows { epoch, version, accounts, keys, providers, upstream_keys }
+    }};
+}
 /// The durable control-plane store.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
@@ -288,6 +309,11 @@ impl SqlStore {
             Db::Postgres(p) => Some(p),
             Db::Sqlite(_) => None,
         }
+    }
+
+    /// The master key (the catalog's Redis tier seals its copy under it).
+    pub fn master(&self) -> Arc<MasterKey> {
+        self.master.clone()
     }
 
     /// Whether the database answers (readiness).
@@ -390,6 +416,18 @@ impl SqlStore {
         let now = to_us(SystemTime::now());
         for c in changes {
             self.statements(c, now, &mut stmts)?;
+        }
+        if changes.iter().any(|c| {
+            matches!(
+                c,
+                Change::Catalog
+                    | Change::Account(_)
+                    | Change::Key { .. }
+                    | Change::Provider(_)
+                    | Change::DeleteProvider(_)
+            )
+        }) {
+            stmts.push(Stmt { sql: BUMP_CATALOG, args: vec![] });
         }
         on_db!(&self.db, |p| {
             let mut tx = p.begin().await?;
@@ -523,6 +561,11 @@ impl SqlStore {
                     T(Some(e.detail.to_string())),
                 ],
             }),
+            Change::Catalog => {}
+            Change::Balance(id, delta) => out.push(Stmt {
+                sql: "UPDATE xai_accounts SET balance = balance + $2 WHERE id = $1",
+                args: vec![I(Some(id64(id.0)?)), I(Some(delta))],
+            }),
             Change::DeleteProvider(id) => {
                 out.push(Stmt { sql: "DELETE FROM xai_providers WHERE id = $1", args: vec![I(Some(i64::from(id.0)))] })
             }
@@ -565,50 +608,105 @@ impl SqlStore {
     /// Reads everything back, in one read transaction: the catalog (accounts with paths and policies, keys,
     /// providers with their keys opened), key metadata, the ledger and products.
     pub async fn load(&self) -> Result<Snapshot, StoreError> {
-        type AccountT = (i64, Option<i64>, String, String, String, String, i64, i64);
-        type KeyT = (i64, i64, String, String, String, Option<i64>, Option<String>, Option<String>, i64);
-        type LedgerT = (i64, i64, Option<i64>, Option<i64>, i64, String, Option<String>);
-        type ProductT = (
-            i64,
-            i64,
-            String,
-            Option<i64>,
-            Option<i64>,
-            i64,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            i64,
-        );
-        type ProviderT = (i64, String, String, String, String, i64);
-        type UpKeyT = (i64, i64, String, i64);
-        const ACCOUNTS: &str =
-            "SELECT id, parent, name, status, role, policy, balance, created_at FROM xai_accounts ORDER BY id";
-        const KEYS: &str = "SELECT id, account, prefix, digest, status, expires_at, name, policy, created_at FROM xai_keys ORDER BY id";
-        const LEDGER: &str =
-            "SELECT id, time, from_account, to_account, amount, kind, note FROM xai_ledger ORDER BY id";
-        const PRODUCTS: &str = "SELECT id, account, kind, daily_allowance, credits, remaining, starts, ends, expires, \
-                                used_day, used FROM xai_products ORDER BY id";
-        const PROVIDERS: &str = "SELECT id, name, protocol, base_url, models, level FROM xai_providers ORDER BY id";
-        const UPKEYS: &str = "SELECT provider, id, sealed, weight FROM xai_upstream_keys ORDER BY provider, id";
-        let begin = match &self.db {
-            Db::Sqlite(_) => "BEGIN",
-            Db::Postgres(_) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-        };
-        let (accounts, keys, ledger, products, providers, upkeys) = on_db!(&self.db, |p| {
-            let mut tx = p.begin_with(begin).await?;
-            let a: Vec<AccountT> = sqlx::query_as(ACCOUNTS).fetch_all(&mut *tx).await?;
-            let k: Vec<KeyT> = sqlx::query_as(KEYS).fetch_all(&mut *tx).await?;
+        let (rows, ledger, products) = on_db!(&self.db, |p| {
+            let mut tx = p.begin_with(self.read_tx()).await?;
+            let rows = read_catalog_rows!(tx);
             let l: Vec<LedgerT> = sqlx::query_as(LEDGER).fetch_all(&mut *tx).await?;
             let pr: Vec<ProductT> = sqlx::query_as(PRODUCTS).fetch_all(&mut *tx).await?;
-            let pv: Vec<ProviderT> = sqlx::query_as(PROVIDERS).fetch_all(&mut *tx).await?;
-            let u: Vec<UpKeyT> = sqlx::query_as(UPKEYS).fetch_all(&mut *tx).await?;
             tx.commit().await?;
-            (a, k, l, pr, pv, u)
+            (rows, l, pr)
         });
-
         let mut snap = Snapshot::default();
+        self.open_catalog_rows(rows, &mut snap)?;
+        for (id, time, from, to, amount, kind, note) in ledger {
+            snap.ledger.push(Entry {
+                id: uid(id)?,
+                time: from_us(time),
+                from: from.map(uid).transpose()?.map(AccountId),
+                to: to.map(uid).transpose()?.map(AccountId),
+                amount: Micros(amount),
+                kind: parse_entry_kind(&kind)?,
+                note,
+            });
+        }
+        snap.products = products.into_iter().map(product_row).collect::<Result<_, _>>()?;
+        Ok(snap)
+    }
+
+    /// What another instance's change is taken from: the catalog through the Redis tier when one is given (the
+    /// database is read only when the cached copy is missing or older than the database's version, and the copy
+    /// is then refreshed), with balances and products always read from the database. The ledger is not read
+    /// (instances do not reload it); the snapshot's `ledger` stays empty.
+    pub async fn load_live(&self, cache: Option<&CatalogCache>) -> Result<(Snapshot, CatalogSource), StoreError> {
+        let (stamp, balances, products) = on_db!(&self.db, |p| {
+            let mut tx = p.begin_with(self.read_tx()).await?;
+            let stamp: (String, i64) = sqlx::query_as(CATALOG_STAMP).fetch_one(&mut *tx).await?;
+            let b: Vec<(i64, i64)> = sqlx::query_as(BALANCES).fetch_all(&mut *tx).await?;
+            let pr: Vec<ProductT> = sqlx::query_as(PRODUCTS).fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            (stamp, b, pr)
+        });
+        let cached = match cache {
+            Some(c) => c.get(&stamp.0, stamp.1).await,
+            None => None,
+        };
+        let (mut rows, source) = match cached {
+            Some(rows) => (rows, CatalogSource::Redis),
+            None => {
+                let rows = self.catalog_rows().await?;
+                if let Some(c) = cache {
+                    c.put(&rows).await;
+                }
+                (rows, CatalogSource::Database)
+            }
+        };
+        // Money is never taken from a cache: the balances read above overlay the cached rows' (an account created
+        // since the cached version is not in the rows yet; the next version brings it).
+        let balances: HashMap<i64, i64> = balances.into_iter().collect();
+        for a in &mut rows.accounts {
+            if let Some(b) = balances.get(&a.0) {
+                a.6 = *b;
+            }
+        }
+        let mut snap = Snapshot::default();
+        self.open_catalog_rows(rows, &mut snap)?;
+        let known: std::collections::HashSet<AccountId> = snap.catalog.accounts.iter().map(|a| a.id).collect();
+        for p in products {
+            let p = product_row(p)?;
+            if known.contains(&p.account) {
+                snap.products.push(p);
+            }
+        }
+        Ok((snap, source))
+    }
+
+    /// The catalog rows as stored (upstream keys sealed), tagged with the database's epoch and catalog version
+    /// read in the same transaction.
+    pub async fn catalog_rows(&self) -> Result<CatalogRows, StoreError> {
+        Ok(on_db!(&self.db, |p| {
+            let mut tx = p.begin_with(self.read_tx()).await?;
+            let rows = read_catalog_rows!(tx);
+            tx.commit().await?;
+            rows
+        }))
+    }
+
+    /// The database's epoch and catalog version (see `migrations/*/0007_catalog_version.sql`).
+    pub async fn catalog_stamp(&self) -> Result<(String, i64), StoreError> {
+        Ok(on_db!(&self.db, |p| sqlx::query_as(CATALOG_STAMP).fetch_one(p).await?))
+    }
+
+    fn read_tx(&self) -> &'static str {
+        match &self.db {
+            Db::Sqlite(_) => "BEGIN",
+            Db::Postgres(_) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        }
+    }
+
+    /// Parses catalog rows into the snapshot's catalog, key metadata and account creation times, opening the
+    /// upstream keys with the master key.
+    fn open_catalog_rows(&self, rows: CatalogRows, snap: &mut Snapshot) -> Result<(), StoreError> {
+        let CatalogRows { accounts, keys, providers, upstream_keys, .. } = rows;
         for (id, parent, name, status, role, policy, balance, created_at) in accounts {
             let id = AccountId(uid(id)?);
             snap.account_created.insert(id, from_us(created_at));
@@ -639,34 +737,8 @@ impl SqlStore {
             });
             snap.key_meta.push(KeyMeta { id, name, created_at: from_us(created_at) });
         }
-        for (id, time, from, to, amount, kind, note) in ledger {
-            snap.ledger.push(Entry {
-                id: uid(id)?,
-                time: from_us(time),
-                from: from.map(uid).transpose()?.map(AccountId),
-                to: to.map(uid).transpose()?.map(AccountId),
-                amount: Micros(amount),
-                kind: parse_entry_kind(&kind)?,
-                note,
-            });
-        }
-        for (id, account, kind, daily, credits, remaining, starts, ends, expires, used_day, used) in products {
-            snap.products.push(ProductRow {
-                id: uid(id)?,
-                account: AccountId(uid(account)?),
-                kind: parse_product_kind(&kind)?,
-                daily_allowance: daily.map(Micros),
-                credits: credits.map(Micros),
-                remaining: Micros(remaining),
-                starts: parse_day(starts)?,
-                ends: parse_day(ends)?,
-                expires: parse_day(expires)?,
-                used_day: parse_day(used_day)?,
-                used: Micros(used),
-            });
-        }
         let mut by_provider: HashMap<i64, Vec<UpKeyT>> = HashMap::new();
-        for k in upkeys {
+        for k in upstream_keys {
             by_provider.entry(k.0).or_default().push(k);
         }
         for (id, name, protocol, base_url, models, level) in providers {
@@ -701,8 +773,80 @@ impl SqlStore {
                 keys,
             }));
         }
-        Ok(snap)
+        Ok(())
     }
+}
+
+type AccountT = (i64, Option<i64>, String, String, String, String, i64, i64);
+type KeyT = (i64, i64, String, String, String, Option<i64>, Option<String>, Option<String>, i64);
+type LedgerT = (i64, i64, Option<i64>, Option<i64>, i64, String, Option<String>);
+type ProductT = (
+    i64,
+    i64,
+    String,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+);
+type ProviderT = (i64, String, String, String, String, i64);
+type UpKeyT = (i64, i64, String, i64);
+const ACCOUNTS: &str =
+    "SELECT id, parent, name, status, role, policy, balance, created_at FROM xai_accounts ORDER BY id";
+const BALANCES: &str = "SELECT id, balance FROM xai_accounts";
+const KEYS: &str =
+    "SELECT id, account, prefix, digest, status, expires_at, name, policy, created_at FROM xai_keys ORDER BY id";
+const LEDGER: &str = "SELECT id, time, from_account, to_account, amount, kind, note FROM xai_ledger ORDER BY id";
+const PRODUCTS: &str = "SELECT id, account, kind, daily_allowance, credits, remaining, starts, ends, expires, \
+                        used_day, used FROM xai_products ORDER BY id";
+const PROVIDERS: &str = "SELECT id, name, protocol, base_url, models, level FROM xai_providers ORDER BY id";
+const UPKEYS: &str = "SELECT provider, id, sealed, weight FROM xai_upstream_keys ORDER BY provider, id";
+const CATALOG_STAMP: &str = "SELECT epoch, version FROM xai_catalog WHERE id = 1";
+const BUMP_CATALOG: &str = "UPDATE xai_catalog SET version = version + 1 WHERE id = 1";
+
+fn product_row(r: ProductT) -> Result<ProductRow, StoreError> {
+    let (id, account, kind, daily, credits, remaining, starts, ends, expires, used_day, used) = r;
+    Ok(ProductRow {
+        id: uid(id)?,
+        account: AccountId(uid(account)?),
+        kind: parse_product_kind(&kind)?,
+        daily_allowance: daily.map(Micros),
+        credits: credits.map(Micros),
+        remaining: Micros(remaining),
+        starts: parse_day(starts)?,
+        ends: parse_day(ends)?,
+        expires: parse_day(expires)?,
+        used_day: parse_day(used_day)?,
+        used: Micros(used),
+    })
+}
+
+/// The catalog as stored: accounts, virtual keys (digests), providers and their upstream keys (still sealed),
+/// tagged with the database's epoch and the catalog version they were read at. This is what the Redis tier
+/// caches ([`CatalogCache`]): no opened secret is ever in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CatalogRows {
+    /// The database's epoch (random, set once by migration 7).
+    pub epoch: String,
+    /// The catalog version read with these rows.
+    pub version: i64,
+    accounts: Vec<AccountT>,
+    keys: Vec<KeyT>,
+    providers: Vec<ProviderT>,
+    upstream_keys: Vec<UpKeyT>,
+}
+
+/// Where [`SqlStore::load_live`] took the catalog from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogSource {
+    /// The Redis tier held the database's current version.
+    Redis,
+    /// The database (no Redis tier, or its copy was missing, older or unreadable).
+    Database,
 }
 
 impl SqlStore {

@@ -267,11 +267,11 @@ async fn sqlite_migrations_are_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let url = sqlite_url(dir.path());
     let s1 = SqlStore::connect(&url, MasterKey::generate()).await.unwrap();
-    assert_eq!(s1.applied_migrations().await.unwrap(), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(s1.applied_migrations().await.unwrap(), [1, 2, 3, 4, 5, 6, 7]);
     assert!(s1.migrate().await.unwrap().is_empty());
     s1.close().await;
     let s2 = SqlStore::connect(&url, MasterKey::generate()).await.unwrap();
-    assert_eq!(s2.applied_migrations().await.unwrap(), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(s2.applied_migrations().await.unwrap(), [1, 2, 3, 4, 5, 6, 7]);
     // Two stores on one file at once.
     let (a, b) =
         tokio::join!(SqlStore::connect(&url, MasterKey::generate()), SqlStore::connect(&url, MasterKey::generate()));
@@ -334,7 +334,7 @@ async fn postgres_migrations_round_trip_and_no_key_material() {
     let starts = futures::future::join_all((0..4).map(|_| SqlStore::connect(&db.url, master.clone()))).await;
     let stores: Vec<SqlStore> = starts.into_iter().map(Result::unwrap).collect();
     let store = &stores[0];
-    assert_eq!(store.applied_migrations().await.unwrap(), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(store.applied_migrations().await.unwrap(), [1, 2, 3, 4, 5, 6, 7]);
     assert!(store.migrate().await.unwrap().is_empty());
     round_trip(store).await;
 
@@ -382,4 +382,193 @@ fn migration_lists_are_ordered_and_parallel() {
     }
     let versions = |l: &[super::Migration]| l.iter().map(|m| (m.version, m.name)).collect::<Vec<_>>();
     assert_eq!(versions(SQLITE_MIGRATIONS), versions(POSTGRES_MIGRATIONS));
+}
+
+// --- The catalog's Redis tier (memory → Redis → database) ---
+
+mod tier {
+    use super::*;
+    use crate::catalog_cache::CatalogCache;
+    use crate::sql::CatalogSource;
+    use crate::testenv;
+
+    /// Saves the fixture's tree (accounts, keys, products, provider).
+    async fn seed(store: &SqlStore) -> Fixture {
+        let f = fixture();
+        for a in &f.accounts {
+            store.save_account(a).await.unwrap();
+        }
+        for (k, name, created) in &f.keys {
+            store.save_key(k, *name, *created).await.unwrap();
+        }
+        for p in &f.products {
+            store.save_product(p).await.unwrap();
+        }
+        store.save_provider(&f.provider).await.unwrap();
+        f
+    }
+
+    /// The snapshot minus what only a full load carries, as comparable text.
+    fn view(s: &super::super::Snapshot) -> String {
+        format!("{:?}\n{:?}\n{:?}\n{:?}", s.catalog, s.key_meta, s.products, {
+            let mut c: Vec<_> = s.account_created.iter().collect();
+            c.sort();
+            c
+        })
+    }
+
+    async fn hash(conn: &mut redis::aio::ConnectionManager, key: &str) -> std::collections::HashMap<String, String> {
+        redis::cmd("HGETALL").arg(key).query_async(conn).await.unwrap()
+    }
+
+    /// Runs `body` over a store on `url` (or a fresh SQLite file) and a tier under a fresh Redis prefix.
+    async fn exercise(store: SqlStore, redis: (redis::aio::ConnectionManager, String)) {
+        let (mut conn, prefix) = redis;
+        let cache = CatalogCache::new(conn.clone(), &prefix, store.master());
+        let f = seed(&store).await;
+
+        // First load: the database, and Redis is filled; second: Redis, the same snapshot.
+        let (a, src) = store.load_live(Some(&cache)).await.unwrap();
+        assert_eq!(src, CatalogSource::Database);
+        let (b, src) = store.load_live(Some(&cache)).await.unwrap();
+        assert_eq!(src, CatalogSource::Redis);
+        assert_eq!(view(&a), view(&b));
+        let full = store.load().await.unwrap();
+        assert_eq!(view(&a), view(&full), "a live load is a full load without the ledger");
+        assert!(a.ledger.is_empty());
+
+        // Redis holds no credential, not even sealed as the database stores it.
+        let stored = hash(&mut conn, cache.key()).await;
+        let blob = &stored["blob"];
+        assert!(blob.starts_with("v1:"), "the copy is sealed");
+        for secret in [UPSTREAM_SECRET, "SECRET123", "sk-live-OTHER456", VIRTUAL_KEY, "VIRTUALKEY", "research"] {
+            assert!(!blob.contains(secret), "{secret} readable in Redis");
+        }
+        let (epoch, version) = store.catalog_stamp().await.unwrap();
+        assert_eq!((stored["epoch"].as_str(), stored["version"].parse::<i64>().unwrap()), (epoch.as_str(), version));
+
+        // Traffic moves money only: the version stays, the copy is used, and balances come from the database.
+        store.save(&[Change::Balance(f.accounts[1].id, -1_000)]).await.unwrap();
+        assert_eq!(store.catalog_stamp().await.unwrap().1, version);
+        let (c, src) = store.load_live(Some(&cache)).await.unwrap();
+        assert_eq!(src, CatalogSource::Redis);
+        assert_eq!(c.catalog.accounts[1].balance, Micros(f.accounts[1].balance.0 - 1_000));
+
+        // An admin change raises the version: the copy is not used until the database's version is read again.
+        let mut renamed = f.accounts[2].clone();
+        renamed.policy = policy(r#"{"rpm": 7}"#);
+        store.save(&[Change::AccountMoved(&renamed, 0), Change::Catalog]).await.unwrap();
+        assert_eq!(store.catalog_stamp().await.unwrap().1, version + 1);
+        let (d, src) = store.load_live(Some(&cache)).await.unwrap();
+        assert_eq!(src, CatalogSource::Database);
+        assert_eq!(d.catalog.accounts[2].policy.rpm, Some(7));
+        let (e, src) = store.load_live(Some(&cache)).await.unwrap();
+        assert_eq!((src, view(&e)), (CatalogSource::Redis, view(&d)));
+        // A key's change raises it too (revocations must reach every instance).
+        let mut revoked = f.keys[0].0.clone();
+        revoked.status = Status::Disabled;
+        store.save_key(&revoked, None, f.keys[0].2).await.unwrap();
+        let (g, src) = store.load_live(Some(&cache)).await.unwrap();
+        assert_eq!((src, g.catalog.keys[0].status), (CatalogSource::Database, Status::Disabled));
+
+        // An older copy never replaces a newer one; a copy of another database does.
+        let newest = store.catalog_rows().await.unwrap();
+        let mut older = newest.clone();
+        older.version -= 1;
+        cache.put(&older).await;
+        assert_eq!(hash(&mut conn, cache.key()).await["version"], newest.version.to_string());
+        let mut foreign = newest.clone();
+        foreign.epoch = "another-database".into();
+        foreign.version = 0;
+        cache.put(&foreign).await;
+        assert_eq!(hash(&mut conn, cache.key()).await["epoch"], "another-database");
+        let (_, src) = store.load_live(Some(&cache)).await.unwrap();
+        assert_eq!(src, CatalogSource::Database, "another database's copy is not used");
+
+        // A copy planted or moved in Redis does not open: ignored, the database is read.
+        let good = hash(&mut conn, cache.key()).await;
+        let _: () = redis::cmd("HSET")
+            .arg(cache.key())
+            .arg("version")
+            .arg(newest.version + 5)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        store.save(&[Change::Catalog; 5]).await.unwrap(); // one save raises the version once
+        assert_eq!(store.catalog_stamp().await.unwrap().1, newest.version + 1);
+        for _ in 0..4 {
+            store.save(&[Change::Catalog]).await.unwrap();
+        }
+        let (_, src) = store.load_live(Some(&cache)).await.unwrap();
+        assert_eq!(src, CatalogSource::Database, "a copy sealed for another version does not open");
+        let planted = serde_json::to_string(&store.catalog_rows().await.unwrap()).unwrap();
+        let _: () = redis::cmd("HSET")
+            .arg(cache.key())
+            .arg("blob")
+            .arg(&planted)
+            .arg("version")
+            .arg(newest.version + 5)
+            .arg("epoch")
+            .arg(&good["epoch"])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let (_, src) = store.load_live(Some(&cache)).await.unwrap();
+        assert_eq!(src, CatalogSource::Database, "an unsealed copy written to Redis is not trusted");
+
+        testenv::redis_cleanup(&mut conn, &prefix).await;
+        store.close().await;
+    }
+
+    /// A movement saved by an instance that read the account before another instance changed its policy adds
+    /// the money and leaves the newer policy.
+    #[tokio::test]
+    async fn a_balance_movement_leaves_the_rest_of_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::connect(&sqlite_url(dir.path()), MasterKey::generate()).await.unwrap();
+        let f = seed(&store).await;
+        let mut elsewhere = f.accounts[1].clone();
+        elsewhere.policy = policy(r#"{"rpm": 3}"#);
+        elsewhere.status = Status::Active;
+        store.save(&[Change::AccountMoved(&elsewhere, 0)]).await.unwrap();
+        let version = store.catalog_stamp().await.unwrap().1;
+        store.save(&[Change::Balance(f.accounts[1].id, 250)]).await.unwrap();
+        let back = store.load().await.unwrap().catalog.accounts[1].clone();
+        assert_eq!((back.policy.rpm, back.status), (Some(3), Status::Active));
+        assert_eq!(back.balance, Micros(f.accounts[1].balance.0 + 250));
+        assert_eq!(store.catalog_stamp().await.unwrap().1, version, "a movement is not a catalog change");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_through_redis() {
+        let Some(redis) = testenv::redis().await else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::connect(&sqlite_url(dir.path()), MasterKey::generate()).await.unwrap();
+        exercise(store, redis).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_through_redis() {
+        let Some(redis) = testenv::redis().await else { return };
+        let Some(db) = TestDb::create().await else { return };
+        let store = SqlStore::connect(&db.url, MasterKey::generate()).await.unwrap();
+        exercise(store, redis).await;
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_reads_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqlStore::connect(&sqlite_url(dir.path()), MasterKey::generate()).await.unwrap();
+        seed(&store).await;
+        // Nothing listens on port 1.
+        let cache = CatalogCache::connect("redis://127.0.0.1:1", "xai-test-none:", store.master()).unwrap();
+        let started = std::time::Instant::now();
+        let (snap, src) = store.load_live(Some(&cache)).await.unwrap();
+        assert_eq!(src, CatalogSource::Database);
+        assert_eq!(snap.catalog.accounts.len(), 3);
+        assert!(started.elapsed() < Duration::from_secs(5), "a dead Redis held the reload {:?}", started.elapsed());
+        store.close().await;
+    }
 }
