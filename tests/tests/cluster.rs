@@ -556,7 +556,7 @@ async fn the_catalog_is_read_through_redis_and_the_database_only_when_it_changed
     let prefix = env.redis_prefix.clone().unwrap_or_default();
     let blob = redis_command(&["HGET", &format!("{prefix}catalog"), "blob"]).await.unwrap();
     let blob = blob.concat();
-    assert!(blob.starts_with("v1:"), "a sealed copy is in Redis");
+    assert!(blob.len() > 100 && !blob.starts_with('{'), "a sealed copy is in Redis");
     for secret in ["sk-up-1", key.as_str(), TEAM_ADMIN_KEY, "dana"] {
         assert!(!blob.contains(secret), "{secret} readable in Redis");
     }

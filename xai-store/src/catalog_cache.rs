@@ -112,7 +112,7 @@ impl CatalogCache {
 
     async fn lookup(&self, epoch: &str, version: i64) -> Result<Option<CatalogRows>, String> {
         let mut conn = self.conn.clone();
-        let (e, v, blob): (Option<String>, Option<i64>, Option<String>) = redis::cmd("HMGET")
+        let (e, v, blob): (Option<String>, Option<i64>, Option<Vec<u8>>) = redis::cmd("HMGET")
             .arg(&self.key)
             .arg("epoch")
             .arg("version")
@@ -126,10 +126,10 @@ impl CatalogCache {
         }
         let json = self
             .master
-            .open(&blob, &context(epoch, version))
+            .open_bytes(&blob, &context(epoch, version))
             .map_err(|_| "the cached catalog does not open with this master key (ignored)".to_string())?;
         let rows: CatalogRows =
-            serde_json::from_str(&json).map_err(|e| format!("the cached catalog does not parse: {e}"))?;
+            serde_json::from_slice(&json).map_err(|e| format!("the cached catalog does not parse: {e}"))?;
         if rows.epoch != epoch || rows.version != version {
             return Err("the cached catalog's rows carry another version (ignored)".into());
         }
@@ -139,14 +139,14 @@ impl CatalogCache {
     /// Offers rows just read from the database; kept unless Redis already holds a newer version of the same
     /// database. Best effort: a failure is logged and counted.
     pub async fn put(&self, rows: &CatalogRows) {
-        let json = match serde_json::to_string(rows) {
+        let json = match serde_json::to_vec(rows) {
             Ok(j) => j,
             Err(e) => {
                 tracing::warn!(error = %e, "serializing the catalog for Redis failed");
                 return;
             }
         };
-        let blob = self.master.seal(&json, &context(&rows.epoch, rows.version));
+        let blob = self.master.seal_bytes(&json, &context(&rows.epoch, rows.version));
         let mut conn = self.conn.clone();
         let r: Result<i64, _> = self
             .put

@@ -141,31 +141,39 @@ impl MasterKey {
 
     /// Encrypts `plaintext`, binding it to `context` (e.g. provider and key id): `v1:` + hex(nonce ‖ ciphertext).
     pub fn seal(&self, plaintext: &str, context: &[u8]) -> String {
-        let nonce: [u8; NONCE_LEN] = rand::random();
-        let ct = self
-            .cipher()
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext.as_bytes(), aad: context })
-            // AES-GCM only fails past 64 GiB of plaintext.
-            .unwrap_or_else(|_| panic!("AES-GCM refused a {}-byte plaintext", plaintext.len()));
-        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
-        format!("{SEALED_PREFIX}{}", hex::encode(out))
+        format!("{SEALED_PREFIX}{}", hex::encode(self.seal_bytes(plaintext.as_bytes(), context)))
     }
 
     /// Decrypts what [`MasterKey::seal`] produced with the same key and context.
     pub fn open(&self, sealed: &str, context: &[u8]) -> Result<String, SecretError> {
         let raw = sealed.strip_prefix(SEALED_PREFIX).ok_or(SecretError::Open)?;
         let bytes = hex::decode(raw).map_err(|_| SecretError::Open)?;
-        if bytes.len() < NONCE_LEN + TAG_LEN {
+        String::from_utf8(self.open_bytes(&bytes, context)?).map_err(|_| SecretError::Open)
+    }
+
+    /// [`MasterKey::seal`] for binary stores (Redis): nonce ‖ ciphertext, without the text envelope.
+    pub fn seal_bytes(&self, plaintext: &[u8], context: &[u8]) -> Vec<u8> {
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        let ct = self
+            .cipher()
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: context })
+            // AES-GCM only fails past 64 GiB of plaintext.
+            .unwrap_or_else(|_| panic!("AES-GCM refused a {}-byte plaintext", plaintext.len()));
+        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Decrypts what [`MasterKey::seal_bytes`] produced with the same key and context.
+    pub fn open_bytes(&self, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, SecretError> {
+        if sealed.len() < NONCE_LEN + TAG_LEN {
             return Err(SecretError::Open);
         }
-        let (nonce, ct) = bytes.split_at(NONCE_LEN);
-        let plain = self
-            .cipher()
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        self.cipher()
             .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: context })
-            .map_err(|_| SecretError::Open)?;
-        String::from_utf8(plain).map_err(|_| SecretError::Open)
+            .map_err(|_| SecretError::Open)
     }
 }
 
