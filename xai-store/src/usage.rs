@@ -32,7 +32,11 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, QueryBuilder, SqlitePool};
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::types::Oid;
+use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo};
+use sqlx::{Encode, PgConnection, PgPool, Postgres, QueryBuilder, SqliteConnection, SqlitePool, Type};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use xai_core::day::Day;
@@ -45,7 +49,8 @@ pub const SQLITE_DDL: &str = include_str!("../migrations/sqlite/0002_usage.sql")
 /// The usage tables for Postgres (migration 0002; also applied by the writer itself, idempotently).
 pub const POSTGRES_DDL: &str = include_str!("../migrations/postgres/0002_usage.sql");
 
-/// Rows per insert statement (27 binds each: 27 648, under SQLite's 32 766 and Postgres' 65 535 bind limits).
+/// Rows per insert statement (SQLite: 27 binds each, 27 648 in all, under its 32 766 bind limit; Postgres binds one
+/// array per column).
 const CHUNK: usize = 1024;
 
 /// The database usage is written to.
@@ -176,9 +181,9 @@ impl UsageRow {
         UNIX_EPOCH + Duration::from_millis(u64::try_from(self.time_ms).unwrap_or(0))
     }
 
-    /// The UTC day, `YYYY-MM-DD`.
-    fn day(&self) -> String {
-        Day::of(self.time()).to_string()
+    /// The day (in the gateway's time zone, UTC by default).
+    fn day(&self) -> Day {
+        Day::of(self.time())
     }
 }
 
@@ -198,8 +203,8 @@ struct Rollup {
 
 /// The rollups of the rows whose request ids are in `fresh` (each id counted once), in key order so concurrent
 /// writers lock rollup rows in the same order.
-fn rollups(rows: &[UsageRow], mut fresh: HashSet<String>) -> BTreeMap<(i64, &str, String), Rollup> {
-    let mut out: BTreeMap<(i64, &str, String), Rollup> = BTreeMap::new();
+fn rollups(rows: &[UsageRow], mut fresh: HashSet<String>) -> BTreeMap<(i64, &str, Day), Rollup> {
+    let mut out: BTreeMap<(i64, &str, Day), Rollup> = BTreeMap::new();
     for r in rows {
         if !fresh.remove(&r.request_id) {
             continue;
@@ -218,83 +223,247 @@ fn rollups(rows: &[UsageRow], mut fresh: HashSet<String>) -> BTreeMap<(i64, &str
     out
 }
 
-const INSERT_USAGE: &str = "INSERT INTO usage (request_id, time, day, account, account_path, key_id, \
-    inbound_protocol, provider, upstream_key, requested_model, upstream_model, level, status, http_status, attempts, \
-    latency_ms, ttft_ms, prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens, cache_write_tokens, \
-    images, searches, cost, estimated) ";
-const INSERT_USAGE_END: &str = " ON CONFLICT (request_id) DO NOTHING RETURNING request_id";
-const UPSERT_DAILY: &str = "INSERT INTO usage_daily (account, model, day, requests, prompt, completion, reasoning, \
-    cached, cache_write, images, searches, cost) ";
-const UPSERT_DAILY_END: &str = " ON CONFLICT (account, model, day) DO UPDATE SET \
-    requests = usage_daily.requests + excluded.requests, prompt = usage_daily.prompt + excluded.prompt, \
-    completion = usage_daily.completion + excluded.completion, \
-    reasoning = usage_daily.reasoning + excluded.reasoning, cached = usage_daily.cached + excluded.cached, \
-    cache_write = usage_daily.cache_write + excluded.cache_write, images = usage_daily.images + excluded.images, \
-    searches = usage_daily.searches + excluded.searches, cost = usage_daily.cost + excluded.cost";
+// The statements' parts, as macros so that the SQLite and Postgres statements share them (`concat!`).
+macro_rules! insert_usage {
+    () => {
+        "INSERT INTO usage (request_id, time, day, account, account_path, key_id, inbound_protocol, provider, \
+         upstream_key, requested_model, upstream_model, level, status, http_status, attempts, latency_ms, ttft_ms, \
+         prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens, cache_write_tokens, images, searches, \
+         cost, estimated) "
+    };
+}
+macro_rules! insert_usage_end {
+    () => {
+        " ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
+    };
+}
+macro_rules! upsert_daily {
+    () => {
+        "INSERT INTO usage_daily (account, model, day, requests, prompt, completion, reasoning, cached, cache_write, \
+         images, searches, cost) "
+    };
+}
+macro_rules! upsert_daily_end {
+    () => {
+        " ON CONFLICT (account, model, day) DO UPDATE SET \
+         requests = usage_daily.requests + excluded.requests, prompt = usage_daily.prompt + excluded.prompt, \
+         completion = usage_daily.completion + excluded.completion, \
+         reasoning = usage_daily.reasoning + excluded.reasoning, cached = usage_daily.cached + excluded.cached, \
+         cache_write = usage_daily.cache_write + excluded.cache_write, images = usage_daily.images + excluded.images, \
+         searches = usage_daily.searches + excluded.searches, cost = usage_daily.cost + excluded.cost"
+    };
+}
+const INSERT_USAGE: &str = insert_usage!();
+const INSERT_USAGE_END: &str = insert_usage_end!();
+const UPSERT_DAILY: &str = upsert_daily!();
+const UPSERT_DAILY_END: &str = upsert_daily_end!();
 
-/// Inserts `rows` and their rollups in one transaction on `$pool`; `$ts` and `$date` are the casts the time and
-/// day texts need (Postgres) or `""` (SQLite). Evaluates to the number of rows newly inserted.
-macro_rules! insert_chunk {
-    ($tx:ident, $rows:expr, $ts:literal, $date:literal) => {{
-        let rows: &[UsageRow] = $rows;
-        let tx = &mut $tx;
-        let mut qb = QueryBuilder::new(INSERT_USAGE);
-        qb.push_values(rows, |mut b, r| {
-            b.push_bind(r.request_id.as_str())
-                .push_bind(rfc3339(r.time()))
-                .push_unseparated($ts)
-                .push_bind(r.day())
-                .push_unseparated($date)
-                .push_bind(r.account)
-                .push_bind(r.account_path.as_str())
-                .push_bind(r.key_id)
-                .push_bind(r.inbound_protocol.as_str())
-                .push_bind(r.provider.as_deref())
-                .push_bind(r.upstream_key)
-                .push_bind(r.requested_model.as_str())
-                .push_bind(r.upstream_model.as_deref())
-                .push_bind(r.level)
-                .push_bind(r.status.as_str())
-                .push_bind(r.http_status)
-                .push_bind(r.attempts.as_str())
-                .push_bind(r.latency_ms)
-                .push_bind(r.ttft_ms)
-                .push_bind(r.prompt_tokens)
-                .push_bind(r.completion_tokens)
-                .push_bind(r.reasoning_tokens)
-                .push_bind(r.cached_tokens)
-                .push_bind(r.cache_write_tokens)
-                .push_bind(r.images)
-                .push_bind(r.searches)
-                .push_bind(r.cost)
-                .push_bind(r.estimated);
+/// Inserts `rows` and their rollups on SQLite (in the caller's transaction); returns the number of rows newly
+/// inserted.
+async fn insert_chunk_sqlite(tx: &mut SqliteConnection, rows: &[UsageRow]) -> Result<u64, sqlx::Error> {
+    let mut qb = QueryBuilder::new(INSERT_USAGE);
+    qb.push_values(rows, |mut b, r| {
+        b.push_bind(r.request_id.as_str())
+            .push_bind(rfc3339(r.time()))
+            .push_bind(r.day().to_string())
+            .push_bind(r.account)
+            .push_bind(r.account_path.as_str())
+            .push_bind(r.key_id)
+            .push_bind(r.inbound_protocol.as_str())
+            .push_bind(r.provider.as_deref())
+            .push_bind(r.upstream_key)
+            .push_bind(r.requested_model.as_str())
+            .push_bind(r.upstream_model.as_deref())
+            .push_bind(r.level)
+            .push_bind(r.status.as_str())
+            .push_bind(r.http_status)
+            .push_bind(r.attempts.as_str())
+            .push_bind(r.latency_ms)
+            .push_bind(r.ttft_ms)
+            .push_bind(r.prompt_tokens)
+            .push_bind(r.completion_tokens)
+            .push_bind(r.reasoning_tokens)
+            .push_bind(r.cached_tokens)
+            .push_bind(r.cache_write_tokens)
+            .push_bind(r.images)
+            .push_bind(r.searches)
+            .push_bind(r.cost)
+            .push_bind(r.estimated);
+    });
+    qb.push(INSERT_USAGE_END);
+    let inserted: Vec<String> = qb.build_query_scalar().fetch_all(&mut *tx).await?;
+    let n = inserted.len() as u64;
+    let daily = rollups(rows, inserted.into_iter().collect());
+    if !daily.is_empty() {
+        let mut qb = QueryBuilder::new(UPSERT_DAILY);
+        qb.push_values(daily, |mut b, ((account, model, day), a)| {
+            b.push_bind(account)
+                .push_bind(model)
+                .push_bind(day.to_string())
+                .push_bind(a.requests)
+                .push_bind(a.prompt)
+                .push_bind(a.completion)
+                .push_bind(a.reasoning)
+                .push_bind(a.cached)
+                .push_bind(a.cache_write)
+                .push_bind(a.images)
+                .push_bind(a.searches)
+                .push_bind(a.cost);
         });
-        qb.push(INSERT_USAGE_END);
-        let inserted: Vec<String> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
-        let n = inserted.len() as u64;
-        let daily = rollups(rows, inserted.into_iter().collect());
-        if !daily.is_empty() {
-            let mut qb = QueryBuilder::new(UPSERT_DAILY);
-            qb.push_values(daily, |mut b, ((account, model, day), a)| {
-                b.push_bind(account)
-                    .push_bind(model)
-                    .push_bind(day)
-                    .push_unseparated($date)
-                    .push_bind(a.requests)
-                    .push_bind(a.prompt)
-                    .push_bind(a.completion)
-                    .push_bind(a.reasoning)
-                    .push_bind(a.cached)
-                    .push_bind(a.cache_write)
-                    .push_bind(a.images)
-                    .push_bind(a.searches)
-                    .push_bind(a.cost);
-            });
-            qb.push(UPSERT_DAILY_END);
-            qb.build().execute(&mut **tx).await?;
+        qb.push(UPSERT_DAILY_END);
+        qb.build().execute(&mut *tx).await?;
+    }
+    Ok(n)
+}
+
+/// 2000-01-01 (Postgres' epoch) in days since the Unix epoch.
+const PG_EPOCH_DAYS: i64 = 10_957;
+
+/// A `timestamptz` in Postgres' binary form (microseconds since 2000-01-01 UTC): no text to format or parse.
+struct PgTimestamptz(i64);
+
+impl PgTimestamptz {
+    /// The instant of [`UsageRow::time`] (whole milliseconds; before the Unix epoch counts as the epoch). Beyond
+    /// Postgres' range it stays out of range (refused there, as the text form was), never ±infinity.
+    fn of(time_ms: i64) -> Self {
+        let us = time_ms.max(0).checked_mul(1000).and_then(|us| us.checked_sub(PG_EPOCH_DAYS * 86_400_000_000));
+        PgTimestamptz(us.unwrap_or(i64::MAX - 1))
+    }
+}
+
+/// A `date` in Postgres' binary form (days since 2000-01-01).
+struct PgDate(i32);
+
+impl PgDate {
+    /// Beyond Postgres' range it stays out of range (refused there), never ±infinity.
+    fn of(day: Day) -> Self {
+        PgDate(day.0.checked_sub(PG_EPOCH_DAYS).and_then(|d| i32::try_from(d).ok()).unwrap_or(i32::MAX - 1))
+    }
+}
+
+impl Type<Postgres> for PgTimestamptz {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(1184)) // timestamptz
+    }
+}
+
+impl PgHasArrayType for PgTimestamptz {
+    fn array_type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(1185)) // timestamptz[]
+    }
+}
+
+impl Encode<'_, Postgres> for PgTimestamptz {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        <i64 as Encode<'_, Postgres>>::encode_by_ref(&self.0, buf)
+    }
+}
+
+impl Type<Postgres> for PgDate {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(1082)) // date
+    }
+}
+
+impl PgHasArrayType for PgDate {
+    fn array_type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(1182)) // date[]
+    }
+}
+
+impl Encode<'_, Postgres> for PgDate {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        <i32 as Encode<'_, Postgres>>::encode_by_ref(&self.0, buf)
+    }
+}
+
+/// The Postgres insert: one array per column, whatever the number of rows, so one prepared statement (and plan) is
+/// reused and binding costs 26 parameters instead of 26 per row. `UNNEST` yields the rows in array order, so
+/// duplicates of one `request_id` within a batch resolve as with `VALUES` (the first one is inserted).
+const PG_INSERT_USAGE: &str = concat!(
+    insert_usage!(),
+    "SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::date[], $4::bigint[], $5::text[], $6::bigint[], \
+     $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::bigint[], $13::text[], $14::integer[], \
+     $15::text[], $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[], \
+     $22::bigint[], $23::bigint[], $24::bigint[], $25::bigint[], $26::boolean[])",
+    insert_usage_end!()
+);
+/// The Postgres rollup upsert, one array per column (the keys are distinct: one row per key).
+const PG_UPSERT_DAILY: &str = concat!(
+    upsert_daily!(),
+    "SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::date[], $4::bigint[], $5::bigint[], $6::bigint[], \
+     $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[])",
+    upsert_daily_end!()
+);
+
+/// Inserts `rows` and their rollups on Postgres (in the caller's transaction); returns the number of rows newly
+/// inserted.
+async fn insert_chunk_pg(tx: &mut PgConnection, rows: &[UsageRow]) -> Result<u64, sqlx::Error> {
+    fn col<'a, T>(rows: &'a [UsageRow], f: impl Fn(&'a UsageRow) -> T) -> Vec<T> {
+        rows.iter().map(f).collect()
+    }
+    let inserted: Vec<String> = sqlx::query_scalar(PG_INSERT_USAGE)
+        .bind(col(rows, |r| r.request_id.as_str()))
+        .bind(col(rows, |r| PgTimestamptz::of(r.time_ms)))
+        .bind(col(rows, |r| PgDate::of(r.day())))
+        .bind(col(rows, |r| r.account))
+        .bind(col(rows, |r| r.account_path.as_str()))
+        .bind(col(rows, |r| r.key_id))
+        .bind(col(rows, |r| r.inbound_protocol.as_str()))
+        .bind(col(rows, |r| r.provider.as_deref()))
+        .bind(col(rows, |r| r.upstream_key))
+        .bind(col(rows, |r| r.requested_model.as_str()))
+        .bind(col(rows, |r| r.upstream_model.as_deref()))
+        .bind(col(rows, |r| r.level))
+        .bind(col(rows, |r| r.status.as_str()))
+        .bind(col(rows, |r| r.http_status))
+        .bind(col(rows, |r| r.attempts.as_str()))
+        .bind(col(rows, |r| r.latency_ms))
+        .bind(col(rows, |r| r.ttft_ms))
+        .bind(col(rows, |r| r.prompt_tokens))
+        .bind(col(rows, |r| r.completion_tokens))
+        .bind(col(rows, |r| r.reasoning_tokens))
+        .bind(col(rows, |r| r.cached_tokens))
+        .bind(col(rows, |r| r.cache_write_tokens))
+        .bind(col(rows, |r| r.images))
+        .bind(col(rows, |r| r.searches))
+        .bind(col(rows, |r| r.cost))
+        .bind(col(rows, |r| r.estimated))
+        .fetch_all(&mut *tx)
+        .await?;
+    let n = inserted.len() as u64;
+    let daily = rollups(rows, inserted.into_iter().collect());
+    if !daily.is_empty() {
+        let len = daily.len();
+        let (mut account, mut model, mut day) =
+            (Vec::with_capacity(len), Vec::with_capacity(len), Vec::with_capacity(len));
+        let mut sums: [Vec<i64>; 9] = std::array::from_fn(|_| Vec::with_capacity(len));
+        for ((acc, m, d), a) in daily {
+            account.push(acc);
+            model.push(m);
+            day.push(PgDate::of(d));
+            let values = [
+                a.requests,
+                a.prompt,
+                a.completion,
+                a.reasoning,
+                a.cached,
+                a.cache_write,
+                a.images,
+                a.searches,
+                a.cost,
+            ];
+            for (s, v) in sums.iter_mut().zip(values) {
+                s.push(v);
+            }
         }
-        n
-    }};
+        let mut q = sqlx::query(PG_UPSERT_DAILY).bind(account).bind(model).bind(day);
+        for s in sums {
+            q = q.bind(s);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    Ok(n)
 }
 
 impl UsageDb {
@@ -334,14 +503,14 @@ impl UsageDb {
             UsageDb::Sqlite(p) => {
                 let mut tx = p.begin().await?;
                 for chunk in rows.chunks(CHUNK) {
-                    fresh += insert_chunk!(tx, chunk, "", "");
+                    fresh += insert_chunk_sqlite(&mut tx, chunk).await?;
                 }
                 tx.commit().await?;
             }
             UsageDb::Postgres(p) => {
                 let mut tx = p.begin().await?;
                 for chunk in rows.chunks(CHUNK) {
-                    fresh += insert_chunk!(tx, chunk, "::timestamptz", "::date");
+                    fresh += insert_chunk_pg(&mut tx, chunk).await?;
                 }
                 tx.commit().await?;
             }
@@ -877,6 +1046,7 @@ impl Meter for DurableMeter {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
     use std::net::SocketAddr;
     use std::time::SystemTime;
 
@@ -955,7 +1125,7 @@ mod tests {
                     r.searches,
                     r.cost,
                 ];
-                (a, m.to_owned(), d, v)
+                (a, m.to_owned(), d.to_string(), v)
             })
             .collect()
     }
@@ -1069,6 +1239,23 @@ mod tests {
                     (row.get::<String, _>(13), row.get::<String, _>(14)),
                     ("anthropic".into(), "2025-11-24".into())
                 );
+                // Every row's time and day, as the text the statements once bound (binary now).
+                let stored: Vec<(String, String, String)> = sqlx::query_as(
+                    "SELECT request_id, to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), \
+                     CAST(day AS TEXT) FROM usage",
+                )
+                .fetch_all(p)
+                .await
+                .unwrap();
+                let want: HashMap<String, (String, String)> = records
+                    .iter()
+                    .map(UsageRow::from)
+                    .map(|r| (r.request_id.clone(), (rfc3339(r.time()), r.day().to_string())))
+                    .collect();
+                assert_eq!(stored.len(), want.len());
+                for (id, time, day) in stored {
+                    assert_eq!(want[&id], (time, day), "{id}");
+                }
             }
         }
     }
@@ -1318,7 +1505,10 @@ mod tests {
     #[test]
     fn row_time_and_day() {
         let r = UsageRow::from(&UsageRecord { time: UNIX_EPOCH + Duration::from_millis(BASE), ..rec(0) });
-        assert_eq!((r.day(), rfc3339(r.time())), ("2025-11-24".to_owned(), "2025-11-24T16:00:00.000Z".to_owned()));
+        assert_eq!(
+            (r.day().to_string(), rfc3339(r.time())),
+            ("2025-11-24".to_owned(), "2025-11-24T16:00:00.000Z".to_owned())
+        );
         assert!(r.time() <= SystemTime::now());
         assert_eq!(host_port("postgres://postgres@127.0.0.1:5432/x"), "127.0.0.1:5432");
     }
