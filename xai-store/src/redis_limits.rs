@@ -11,7 +11,9 @@
 //! more than the one asked (never more than a sixteenth of what is left) and the instance keeps them as a lease for
 //! the current second: the next requests of that path in the same second are admitted from memory, without a
 //! round trip. The bound still holds exactly, since everything leased was charged in Redis first; what a lease
-//! did not use is given back when its second ends. Tight bounds (rpm = 20) are never leased: every request goes
+//! did not use is given back when its second ends. One admission per tree and instance asks for a lease at a
+//! time; concurrent admissions that miss wait for its answer (bounded by the admit timeout) and take from the lease
+//! it brings, so a burst costs one round trip instead of one each. Tight bounds (rpm = 20) are never leased: every request goes
 //! to Redis, and two instances taking turns admit exactly the limit.
 //!
 //! **Budgets.** A request with a cost to hold (a priced model on a funded path) also checks the paying account's
@@ -316,22 +318,42 @@ struct Lease {
     tokens: u64,
 }
 
-/// The right of one in-flight admission to ask Redis for a lease on its tree (given back when dropped).
+/// The right of one in-flight admission to ask Redis for a lease on its tree (given back when dropped, waking the
+/// admissions that waited for its answer).
 struct LeaseAsk<'a> {
     shared: &'a Shared,
     root: u64,
 }
 
+/// What an admission that found another one asking for its tree's lease waits on (already registered, so the
+/// answer cannot slip by between the check and the wait).
+type LeaseWait = std::pin::Pin<Box<tokio::sync::futures::OwnedNotified>>;
+
 impl<'a> LeaseAsk<'a> {
-    fn take(shared: &'a Shared, root: u64) -> Option<Self> {
-        let first = shared.leasing.lock().insert(root);
-        first.then(|| LeaseAsk { shared, root })
+    /// The right to ask, or, when another admission of this instance asks for this tree right now, its answer to
+    /// wait for.
+    fn take(shared: &'a Shared, root: u64) -> Result<Self, LeaseWait> {
+        let mut asking = shared.leasing.lock();
+        match asking.entry(root) {
+            Entry::Occupied(o) => {
+                let mut wait = Box::pin(o.get().clone().notified_owned());
+                wait.as_mut().enable();
+                Err(wait)
+            }
+            Entry::Vacant(v) => {
+                v.insert(Arc::new(Notify::new()));
+                Ok(LeaseAsk { shared, root })
+            }
+        }
     }
 }
 
 impl Drop for LeaseAsk<'_> {
     fn drop(&mut self) {
-        self.shared.leasing.lock().remove(&self.root);
+        let waiting = self.shared.leasing.lock().remove(&self.root);
+        if let Some(n) = waiting {
+            n.notify_waiters();
+        }
     }
 }
 
@@ -378,8 +400,9 @@ struct Shared {
     /// Admissions (requests, tokens) to count on unbounded nodes, per (root, node, second).
     counts: Mutex<HashMap<CountKey, (u64, u64)>>,
     /// Trees with an admission of this instance asking Redis for a lease right now: one at a time per tree, so
-    /// a burst of concurrent misses does not lease a tree's whole headroom to this instance.
-    leasing: Mutex<std::collections::HashSet<u64>>,
+    /// a burst of concurrent misses does not lease a tree's whole headroom to this instance; the others wait for
+    /// its answer (bounded by the admit timeout) and take from the lease it brings.
+    leasing: Mutex<HashMap<u64, Arc<Notify>>>,
     /// The flush task runs.
     flusher: AtomicBool,
     /// Requests admitted from a lease.
@@ -636,7 +659,7 @@ impl RedisMeter {
                 give_back_fund: redis::Script::new(RETURN_FUND_LUA),
                 settlements: Mutex::new(HashMap::new()),
                 counts: Mutex::new(HashMap::new()),
-                leasing: Mutex::new(std::collections::HashSet::new()),
+                leasing: Mutex::new(HashMap::new()),
                 flusher: AtomicBool::new(false),
                 leased: AtomicU64::new(0),
                 down: AtomicBool::new(false),
@@ -780,12 +803,12 @@ impl RedisMeter {
         // Unbounded nodes (accounts without limits on the path) need no check: they are counted with the next
         // flush, so the admission script only touches nodes that can refuse.
         let (nodes, free): (Vec<_>, Vec<_>) = listed.into_iter().partition(|(_, l, _)| l.any());
-        let now = unix_now();
+        let mut now = unix_now();
         let est = req.estimate_tokens;
         let cost = req.cost;
         // A request with something to hold on funds goes to Redis every time: money is never leased.
         let funds = req.funds.filter(|_| cost.0 > 0);
-        let admitted = |rate: Option<RateInfo>| {
+        let admitted = |rate: Option<RateInfo>, now: u64| {
             if !free.is_empty() {
                 self.shared.count_unbounded(root, &free, est, now);
                 self.ensure_flusher();
@@ -802,11 +825,23 @@ impl RedisMeter {
         };
         let lease_funds = funds.map(|f| (f.account.0, cost.0));
         if (funds.is_none() && nodes.is_empty()) || self.shared.take_leased(root, &nodes, est, now, lease_funds) {
-            return Ok(admitted(None));
+            return Ok(admitted(None, now));
         }
+        let leasing = match LeaseAsk::take(&self.shared, root) {
+            Ok(ask) => Some(ask),
+            Err(wait) => {
+                // Another admission of this instance is asking Redis for this tree's lease: its answer is one
+                // round trip away and usually covers this request too.
+                let _ = tokio::time::timeout(self.admit_timeout, wait).await;
+                now = unix_now();
+                if self.shared.take_leased(root, &nodes, est, now, lease_funds) {
+                    return Ok(admitted(None, now));
+                }
+                LeaseAsk::take(&self.shared, root).ok()
+            }
+        };
         let day = day_of_secs(now);
         let mut inv = self.admit.prepare_invoke();
-        let leasing = LeaseAsk::take(&self.shared, root);
         let lease = if leasing.is_some() { LEASE_MAX } else { 0 };
         inv.arg(now).arg(est).arg(WINDOW_TTL).arg(DAY_TTL).arg(now % WINDOW).arg(lease).arg(LEASE_MIN_HEADROOM);
         inv.arg(cost.0).arg(if funds.is_some() { "1" } else { "0" });
@@ -842,11 +877,11 @@ impl RedisMeter {
                     }
                     self.ensure_flusher();
                 }
-                Ok(admitted(rate_of(rest, now)))
+                Ok(admitted(rate_of(rest, now), now))
             }
             [0, ..] if self.shared.take_leased(root, &nodes, est, now, lease_funds) => {
                 // A concurrent admission of this instance leased what Redis has left: use it.
-                Ok(admitted(None))
+                Ok(admitted(None, now))
             }
             [0, 0, 6, free] => {
                 let path = req.principal.chain.iter().find(|a| a.id == f.account).map_or("?", |a| &*a.path);
@@ -1282,6 +1317,34 @@ mod tests {
         assert_eq!((r, t), (200, 200 * 50), "unused leases were given back");
         let (r2, _) = minute_count(&mut conn, &m1, 1, LimitNode::Account(AccountId(2))).await;
         assert_eq!(r2, 200);
+        testenv::redis_cleanup(&mut conn, &prefix).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_waits_for_the_lease_one_admission_asks_for() {
+        let Some((m1, _m2, mut conn, prefix)) = cluster().await else { return };
+        let m1 = Arc::new(m1);
+        let root = account(1, None, Policy { rpm: Some(1_000_000), tpm: Some(1_000_000_000), ..Policy::default() });
+        let p = Arc::new(principal(vec![root, account(2, Some(1), Policy::default())], 1));
+        // One burst of 40 concurrent admissions on a cold tree: one asks Redis for a lease, the others wait for
+        // its answer and take from it instead of each making its own round trip.
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let (m, p) = (m1.clone(), p.clone());
+                tokio::spawn(async move { ask(&m, &p, "m", 10).await.is_ok() })
+            })
+            .collect();
+        let mut admitted = 0;
+        for t in tasks {
+            admitted += usize::from(t.await.unwrap());
+        }
+        assert_eq!(admitted, 40);
+        let leased = m1.leased();
+        // Unless the burst straddles a second (leases are per second), at most the first and the asker miss.
+        assert!(leased >= 30, "only {leased} of 40 concurrent admissions came from the lease");
+        m1.flush().await;
+        let (r, _) = minute_count(&mut conn, &m1, 1, LimitNode::Account(AccountId(1))).await;
+        assert_eq!(r, 40, "Redis counts exactly the admitted requests once the lease is given back");
         testenv::redis_cleanup(&mut conn, &prefix).await;
     }
 
