@@ -544,6 +544,20 @@ async fn the_catalog_is_read_through_redis_and_the_database_only_when_it_changed
     let resp = chat(&b, &key, "gpt-4o", "still served");
     assert_eq!(resp.await.status, 200, "the cached catalog serves the key");
 
+    // A model mapping changed on A replaces what B resolved and cached for the exact model name.
+    let model_on_b = || async { chat(&b, &key, "gpt-4o", "which model").await.json()["model"].clone() };
+    assert_eq!(model_on_b().await, "gpt-4o", "B resolved (and cached) gpt-4o as itself");
+    on_a.patch_account(dana, json!({"model_mapper": {"gpt-4o": "gpt-4o-mini"}})).await;
+    let since = Instant::now();
+    while model_on_b().await != "gpt-4o-mini" {
+        assert!(since.elapsed() < POLL_BOUND, "B still maps gpt-4o to itself {POLL_BOUND:?} after the change");
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+    let took = since.elapsed();
+    assert!(took <= PROPAGATION, "a mapping changed on A took {took:?} to reach B");
+    on_a.patch_account(dana, json!({"model_mapper": {}})).await;
+    let (r1, d1) = catalog_loads_reach(&b, r1 + d1 + 2).await;
+
     // A policy change raises the version again: B must not serve the old policy from Redis.
     on_a.patch_account(dana, json!({"allow_models": ["gpt-4o-mini"]})).await;
     let since = Instant::now();
