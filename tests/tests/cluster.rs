@@ -259,6 +259,8 @@ where
     Fut: Future<Output = HttpResponse>,
 {
     let took = time_until(what, since, target, before, send).await;
+    // Printed for the record (`--nocapture`): the measured sync latency, with the poll interval as resolution.
+    eprintln!("propagation: {what}: {took:?}");
     assert!(took <= PROPAGATION, "{what}: took {took:?}, more than {PROPAGATION:?}");
 }
 
