@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use xai_core::control::{Changes, ControlPlane, Product, Saved};
 use xai_core::memory::{Catalog, InMemoryMeter};
+use xai_core::routing::Provider;
 use xai_core::{Meter, Micros};
 use xai_store::secrets::MasterKey;
 use xai_store::sql::{Change, ProductRow, SqlStore};
@@ -112,14 +113,36 @@ pub async fn save(sql: &SqlStore, control: &ControlPlane, changes: Changes) -> R
     }
 }
 
+/// Whether a stored provider is exactly the configured one (every field, the keys' secrets and weights included).
+fn same_provider(a: &Provider, b: &Provider) -> bool {
+    fn models(p: &Provider) -> Vec<&str> {
+        p.models.iter().map(|m| m.as_str()).collect()
+    }
+    a.id == b.id
+        && a.name == b.name
+        && a.protocol == b.protocol
+        && a.base_url == b.base_url
+        && a.level == b.level
+        && models(a) == models(b)
+        && a.keys.len() == b.keys.len()
+        && a.keys.iter().zip(&b.keys).all(|(x, y)| x.id == y.id && x.weight == y.weight && x.secret == y.secret)
+}
+
 /// Opens the database, restores the control plane and applies the configuration (idempotently: missing accounts
 /// and keys are added; providers, switch-over and prices come from the file).
 pub async fn open(url: &str, data_dir: &Path, config: Catalog) -> Result<Durable, String> {
     let master = MasterKey::load(data_dir).map_err(|e| e.to_string())?;
     let sql = SqlStore::connect(url, master).await.map_err(|e| format!("database {}: {e}", redact_url(url)))?;
     let snap = sql.load().await.map_err(|e| format!("loading state: {e}"))?;
-    // Providers follow the file: save the current ones (keys sealed), drop the ones it no longer lists.
-    let mut list: Vec<Change<'_>> = config.providers.iter().map(|p| Change::Provider(p)).collect();
+    // Providers follow the file: save those that differ from the stored ones (keys sealed), drop the ones it no
+    // longer lists. An unchanged file writes nothing, so a start does not re-seal every key or make the other
+    // instances' cached catalog out of date.
+    let mut list: Vec<Change<'_>> = config
+        .providers
+        .iter()
+        .filter(|p| !snap.catalog.providers.iter().any(|old| same_provider(old, p)))
+        .map(|p| Change::Provider(p))
+        .collect();
     for old in &snap.catalog.providers {
         if !config.providers.iter().any(|p| p.id == old.id) {
             list.push(Change::DeleteProvider(old.id));
@@ -252,5 +275,45 @@ mod tests {
         let d = database_url(None, None, Path::new("/tmp/x"));
         assert_eq!(d, "sqlite:///tmp/x/xai.db?mode=rwc");
         assert_eq!(database_url(Some("postgres://a/b"), Some("sqlite://c"), Path::new("/")), "postgres://a/b");
+    }
+
+    fn config(key: &str) -> Catalog {
+        let src = format!(
+            "[[providers]]\nname = \"up\"\nprotocol = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+             keys = [\"{key}\", \"sk-two\"]\nmodels = [\"gpt-*\"]\n"
+        );
+        crate::config::Config::parse(&src, &|_| None).unwrap().catalog()
+    }
+
+    /// A start with the same providers writes none of them (no re-sealing, no catalog version raised, so other
+    /// instances' cached catalog stays current); a changed key is saved and used.
+    #[tokio::test]
+    async fn a_start_saves_only_providers_that_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = database_url(None, None, dir.path());
+        let first = open(&url, dir.path(), config("sk-one")).await.unwrap();
+        let stamp = first.sql.catalog_stamp().await.unwrap();
+        let sealed = |sql: Arc<SqlStore>| async move {
+            let p = sql.sqlite_pool().unwrap().clone();
+            sqlx::query_scalar::<_, String>("SELECT sealed FROM xai_upstream_keys ORDER BY id")
+                .fetch_all(&p)
+                .await
+                .unwrap()
+        };
+        let before = sealed(first.sql.clone()).await;
+        first.sql.close().await;
+
+        let again = open(&url, dir.path(), config("sk-one")).await.unwrap();
+        assert_eq!(again.sql.catalog_stamp().await.unwrap(), stamp, "an unchanged file changes nothing");
+        assert_eq!(sealed(again.sql.clone()).await, before, "the keys were not sealed again");
+        again.sql.close().await;
+
+        let changed = open(&url, dir.path(), config("sk-rotated")).await.unwrap();
+        assert!(changed.sql.catalog_stamp().await.unwrap().1 > stamp.1, "a rotated key is a catalog change");
+        let loaded = changed.sql.load().await.unwrap();
+        let secrets: Vec<String> =
+            loaded.catalog.providers[0].keys.iter().map(|k| k.secret.expose().to_string()).collect();
+        assert_eq!(secrets, ["sk-rotated", "sk-two"]);
+        changed.sql.close().await;
     }
 }
