@@ -10,6 +10,7 @@
 //! | `xai_redis_degraded_admissions_total` | counter | requests admitted on per-instance limits during outages |
 //! | `xai_redis_outages_total` | counter | Redis outages seen |
 //! | `xai_redis_leased_admissions_total` | counter | requests admitted from a lease, without a Redis round trip |
+//! | `xai_redis_lease_waits_total` | counter | admissions that waited for another one's lease request on their tree |
 //! | `xai_unpriced_requests_total` | counter | requests served at zero cost because their model has no price |
 //! | `xai_catalog_loads_total{source}` | counter | catalog reloads through the Redis tier, by source (`redis`, `database`) |
 //! | `xai_catalog_cache_errors_total` | counter | failures of the catalog's Redis tier (unreachable, copy not opening) |
@@ -111,7 +112,7 @@ impl Metrics {
             );
         }
         if let Some(r) = &self.redis {
-            let rows: [(&str, &str, &str, u64); 4] = [
+            let rows: [(&str, &str, &str, u64); 5] = [
                 ("xai_redis_degraded", "gauge", "1 while Redis is unreachable.", u64::from(r.is_degraded())),
                 (
                     "xai_redis_degraded_admissions_total",
@@ -125,6 +126,12 @@ impl Metrics {
                     "counter",
                     "Requests admitted from a lease without a Redis round trip.",
                     r.leased(),
+                ),
+                (
+                    "xai_redis_lease_waits_total",
+                    "counter",
+                    "Admissions that waited for another one's lease request on their tree.",
+                    r.lease_waits(),
                 ),
             ];
             push_rows(&mut o, &rows);

@@ -403,10 +403,15 @@ struct Shared {
     /// a burst of concurrent misses does not lease a tree's whole headroom to this instance; the others wait for
     /// its answer (bounded by the admit timeout) and take from the lease it brings.
     leasing: Mutex<HashMap<u64, Arc<Notify>>>,
+    /// Trees whose last lease ask, in the second noted, brought no lease (tight bounds or funds): admissions of that
+    /// second do not wait for the next ask, which would bring none either.
+    unleasable: Mutex<HashMap<u64, u64>>,
     /// The flush task runs.
     flusher: AtomicBool,
     /// Requests admitted from a lease.
     leased: AtomicU64,
+    /// Admissions that waited for another one's lease request.
+    lease_waits: AtomicU64,
 
     /// In an outage: admission runs on the local meter.
     down: AtomicBool,
@@ -542,6 +547,7 @@ impl Shared {
             }
         });
         fund_returns.retain(|(_, _, m)| *m > 0);
+        self.unleasable.lock().retain(|_, sec| *sec == now);
         let settlements = std::mem::take(&mut *self.settlements.lock());
         let counts = std::mem::take(&mut *self.counts.lock());
         if returns.is_empty() && settlements.is_empty() && counts.is_empty() && fund_returns.is_empty() {
@@ -660,8 +666,10 @@ impl RedisMeter {
                 settlements: Mutex::new(HashMap::new()),
                 counts: Mutex::new(HashMap::new()),
                 leasing: Mutex::new(HashMap::new()),
+                unleasable: Mutex::new(HashMap::new()),
                 flusher: AtomicBool::new(false),
                 leased: AtomicU64::new(0),
+                lease_waits: AtomicU64::new(0),
                 down: AtomicBool::new(false),
                 probing: AtomicBool::new(false),
                 last_probe: Mutex::new(None),
@@ -720,6 +728,11 @@ impl RedisMeter {
     /// Requests admitted from a lease, without a round trip.
     pub fn leased(&self) -> u64 {
         self.shared.leased.load(Ordering::Relaxed)
+    }
+
+    /// Admissions that waited for another admission's lease request on their tree.
+    pub fn lease_waits(&self) -> u64 {
+        self.shared.lease_waits.load(Ordering::Relaxed)
     }
 
     #[cfg(test)]
@@ -829,9 +842,11 @@ impl RedisMeter {
         }
         let leasing = match LeaseAsk::take(&self.shared, root) {
             Ok(ask) => Some(ask),
+            Err(_) if self.shared.unleasable.lock().get(&root) == Some(&now) => None,
             Err(wait) => {
                 // Another admission of this instance is asking Redis for this tree's lease: its answer is one
                 // round trip away and usually covers this request too.
+                self.shared.lease_waits.fetch_add(1, Ordering::Relaxed);
                 let _ = tokio::time::timeout(self.admit_timeout, wait).await;
                 now = unix_now();
                 if self.shared.take_leased(root, &nodes, est, now, lease_funds) {
@@ -868,6 +883,14 @@ impl RedisMeter {
             }
         };
         self.shared.ok();
+        if leasing.is_some() {
+            // Whether this tree leases in this second: if not, concurrent admissions need not wait for an ask.
+            let mut unleasable = self.shared.unleasable.lock();
+            match answer.as_slice() {
+                [1, extra, ..] if *extra > 0 => unleasable.remove(&root),
+                _ => unleasable.insert(root, now),
+            };
+        }
         match answer.as_slice() {
             [1, extra, rest @ ..] => {
                 if *extra > 0 {
@@ -1317,6 +1340,45 @@ mod tests {
         assert_eq!((r, t), (200, 200 * 50), "unused leases were given back");
         let (r2, _) = minute_count(&mut conn, &m1, 1, LimitNode::Account(AccountId(2))).await;
         assert_eq!(r2, 200);
+        testenv::redis_cleanup(&mut conn, &prefix).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tight_bound_is_never_waited_for() {
+        let Some((m1, _m2, mut conn, prefix)) = cluster().await else { return };
+        let m1 = Arc::new(m1);
+        // rpm 200: too tight to lease (headroom < LEASE_MIN_HEADROOM), every admission goes to Redis.
+        let root = account(1, None, Policy { rpm: Some(200), ..Policy::default() });
+        let p = Arc::new(principal(vec![root, account(2, Some(1), Policy::default())], 1));
+        let burst = |n: usize| {
+            let tasks: Vec<_> = (0..n)
+                .map(|_| {
+                    let (m, p) = (m1.clone(), p.clone());
+                    tokio::spawn(async move { ask(&m, &p, "m", 1).await.is_ok() })
+                })
+                .collect();
+            async move {
+                let mut ok = 0;
+                for t in tasks {
+                    ok += usize::from(t.await.unwrap());
+                }
+                ok
+            }
+        };
+        // Learn that the tree does not lease, then a burst within the same second waits for no ask.
+        for attempt in 0.. {
+            let second = unix_now();
+            assert_eq!(burst(1).await, 1);
+            let waits = m1.lease_waits();
+            assert_eq!(burst(20).await, 20);
+            if unix_now() == second {
+                assert_eq!(m1.lease_waits(), waits, "admissions waited for an ask that could bring no lease");
+                break;
+            }
+            // The burst straddled a second (the note is per second): try again, within the bound.
+            assert!(attempt < 5, "never measured a burst within one second");
+        }
+        assert_eq!(m1.leased(), 0, "a tight bound is never leased");
         testenv::redis_cleanup(&mut conn, &prefix).await;
     }
 
