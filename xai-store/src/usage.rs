@@ -258,47 +258,66 @@ const INSERT_USAGE_END: &str = insert_usage_end!();
 const UPSERT_DAILY: &str = upsert_daily!();
 const UPSERT_DAILY_END: &str = upsert_daily_end!();
 
+/// The statement sizes SQLite inserts use: a batch is cut into pieces of these sizes (largest first), so a
+/// connection prepares and caches at most one statement per size. Cut to its exact length, every distinct batch
+/// size was a statement of its own (up to 27 648 binds) to prepare and keep in sqlx's statement cache.
+const SQLITE_PIECES: [usize; 11] = [1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1];
+
+/// `items` cut into pieces of [`SQLITE_PIECES`] sizes, largest first.
+fn pieces<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let size = SQLITE_PIECES.into_iter().find(|s| *s <= items.len())?;
+        let (piece, rest) = items.split_at(size);
+        items = rest;
+        Some(piece)
+    })
+}
+
 /// Inserts `rows` and their rollups on SQLite (in the caller's transaction); returns the number of rows newly
 /// inserted.
-async fn insert_chunk_sqlite(tx: &mut SqliteConnection, rows: &[UsageRow]) -> Result<u64, sqlx::Error> {
-    let mut qb = QueryBuilder::new(INSERT_USAGE);
-    qb.push_values(rows, |mut b, r| {
-        b.push_bind(r.request_id.as_str())
-            .push_bind(rfc3339(r.time()))
-            .push_bind(r.day().to_string())
-            .push_bind(r.account)
-            .push_bind(r.account_path.as_str())
-            .push_bind(r.key_id)
-            .push_bind(r.inbound_protocol.as_str())
-            .push_bind(r.provider.as_deref())
-            .push_bind(r.upstream_key)
-            .push_bind(r.requested_model.as_str())
-            .push_bind(r.upstream_model.as_deref())
-            .push_bind(r.level)
-            .push_bind(r.status.as_str())
-            .push_bind(r.http_status)
-            .push_bind(r.attempts.as_str())
-            .push_bind(r.latency_ms)
-            .push_bind(r.ttft_ms)
-            .push_bind(r.prompt_tokens)
-            .push_bind(r.completion_tokens)
-            .push_bind(r.reasoning_tokens)
-            .push_bind(r.cached_tokens)
-            .push_bind(r.cache_write_tokens)
-            .push_bind(r.images)
-            .push_bind(r.searches)
-            .push_bind(r.cost)
-            .push_bind(r.estimated);
-    });
-    qb.push(INSERT_USAGE_END);
-    let inserted: Vec<String> = qb.build_query_scalar().fetch_all(&mut *tx).await?;
+async fn insert_sqlite(tx: &mut SqliteConnection, rows: &[UsageRow]) -> Result<u64, sqlx::Error> {
+    let mut inserted: HashSet<String> = HashSet::with_capacity(rows.len());
+    for piece in pieces(rows) {
+        let mut qb = QueryBuilder::new(INSERT_USAGE);
+        qb.push_values(piece, |mut b, r| {
+            b.push_bind(r.request_id.as_str())
+                .push_bind(rfc3339(r.time()))
+                .push_bind(r.day().to_string())
+                .push_bind(r.account)
+                .push_bind(r.account_path.as_str())
+                .push_bind(r.key_id)
+                .push_bind(r.inbound_protocol.as_str())
+                .push_bind(r.provider.as_deref())
+                .push_bind(r.upstream_key)
+                .push_bind(r.requested_model.as_str())
+                .push_bind(r.upstream_model.as_deref())
+                .push_bind(r.level)
+                .push_bind(r.status.as_str())
+                .push_bind(r.http_status)
+                .push_bind(r.attempts.as_str())
+                .push_bind(r.latency_ms)
+                .push_bind(r.ttft_ms)
+                .push_bind(r.prompt_tokens)
+                .push_bind(r.completion_tokens)
+                .push_bind(r.reasoning_tokens)
+                .push_bind(r.cached_tokens)
+                .push_bind(r.cache_write_tokens)
+                .push_bind(r.images)
+                .push_bind(r.searches)
+                .push_bind(r.cost)
+                .push_bind(r.estimated);
+        });
+        qb.push(INSERT_USAGE_END);
+        let ids: Vec<String> = qb.build_query_scalar().fetch_all(&mut *tx).await?;
+        inserted.extend(ids);
+    }
     let n = inserted.len() as u64;
-    let daily = rollups(rows, inserted.into_iter().collect());
-    if !daily.is_empty() {
+    let daily: Vec<_> = rollups(rows, inserted).into_iter().collect();
+    for piece in pieces(&daily) {
         let mut qb = QueryBuilder::new(UPSERT_DAILY);
-        qb.push_values(daily, |mut b, ((account, model, day), a)| {
-            b.push_bind(account)
-                .push_bind(model)
+        qb.push_values(piece, |mut b, ((account, model, day), a)| {
+            b.push_bind(*account)
+                .push_bind(*model)
                 .push_bind(day.to_string())
                 .push_bind(a.requests)
                 .push_bind(a.prompt)
@@ -502,9 +521,7 @@ impl UsageDb {
         match self {
             UsageDb::Sqlite(p) => {
                 let mut tx = p.begin().await?;
-                for chunk in rows.chunks(CHUNK) {
-                    fresh += insert_chunk_sqlite(&mut tx, chunk).await?;
-                }
+                fresh += insert_sqlite(&mut tx, rows).await?;
                 tx.commit().await?;
             }
             UsageDb::Postgres(p) => {
@@ -1500,6 +1517,19 @@ mod tests {
         }
         relay.stop().await;
         t.drop_db().await;
+    }
+
+    #[test]
+    fn sqlite_statements_come_in_few_sizes() {
+        for n in [0usize, 1, 3, 100, 950, 1024, 1025, 2049, 5000] {
+            let items: Vec<usize> = (0..n).collect();
+            let cut: Vec<&[usize]> = pieces(&items).collect();
+            assert!(cut.iter().all(|p| SQLITE_PIECES.contains(&p.len())), "{n}: {:?}", cut.iter().map(|p| p.len()));
+            assert_eq!(cut.concat(), items, "{n}: every item once, in order");
+            // Largest first, so a batch takes at most one piece per size below the largest.
+            assert!(cut.windows(2).all(|w| w[0].len() >= w[1].len()));
+            assert!(cut.len() <= n / 1024 + SQLITE_PIECES.len(), "{n}: {} pieces", cut.len());
+        }
     }
 
     #[test]
