@@ -11,5 +11,6 @@ pub mod check;
 pub mod driver;
 pub mod mock;
 pub mod procstat;
+pub mod scratch;
 pub mod server;
 pub mod usagegen;

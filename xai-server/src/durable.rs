@@ -81,7 +81,7 @@ pub async fn save(sql: &SqlStore, control: &ControlPlane, changes: Changes) -> R
     let rows: Vec<ProductRow> = changes.products.iter().map(row_of).collect();
     let mut list: Vec<Change<'_>> = Vec::new();
     // Balances and product counters are saved as movements: instances on one database add up.
-    // An account edited here is saved whole; one that only moved money, as its movement alone.
+    // An account edited here is saved whole (a catalog change); one that only moved money, as its movement alone.
     list.extend(changes.accounts.iter().filter_map(|a| {
         let delta = changes.balance_deltas.get(&a.id).copied().unwrap_or(0);
         if changes.edited.contains(&a.id) {
@@ -101,9 +101,6 @@ pub async fn save(sql: &SqlStore, control: &ControlPlane, changes: Changes) -> R
         Change::ProductMoved(r, remaining, used)
     }));
     list.extend(changes.audit.iter().map(Change::Audit));
-    if changes.catalog {
-        list.push(Change::Catalog);
-    }
     match sql.save(&list).await {
         Ok(()) => Ok(()),
         Err(e) => {

@@ -819,7 +819,7 @@ impl RedisMeter {
         let mut now = unix_now();
         let est = req.estimate_tokens;
         let cost = req.cost;
-        // A request with something to hold on funds goes to Redis every time: money is never leased.
+        // Budgets apply to a request with something to hold on a funded path.
         let funds = req.funds.filter(|_| cost.0 > 0);
         let admitted = |rate: Option<RateInfo>, now: u64| {
             if !free.is_empty() {

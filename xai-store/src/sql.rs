@@ -173,7 +173,8 @@ pub enum Change<'a> {
     /// Insert or update an account (its `created_at` is set on first insert).
     Account(&'a Account),
     /// Insert an account, or update it and add `delta` to the stored balance (instances sharing the database add
-    /// their own movements instead of overwriting each other's).
+    /// their own movements instead of overwriting each other's). The row is written whole: a catalog change (an
+    /// account that only moved money is a [`Change::Balance`]).
     AccountMoved(&'a Account, i64),
     /// Add `delta` to a stored account's balance and change nothing else of it (traffic moved money here; the
     /// rest of the row may have been changed by another instance since this one read it).
@@ -200,10 +201,21 @@ pub enum Change<'a> {
     DeleteProvider(ProviderId),
     /// Append an audit entry (saving it again changes nothing).
     Audit(&'a AuditEntry),
-    /// The tree changed in what instances cache of it (an account's policy, status or place, a key): raise the
-    /// catalog version. [`Change::Account`], [`Change::Key`] and the provider changes imply it; a save raises the
-    /// version at most once.
-    Catalog,
+}
+
+impl Change<'_> {
+    /// Whether it changes what instances cache of the tree (accounts, keys, providers): a save with any such
+    /// change raises the catalog version once.
+    fn is_catalog(&self) -> bool {
+        matches!(
+            self,
+            Change::Account(_)
+                | Change::AccountMoved(..)
+                | Change::Key { .. }
+                | Change::Provider(_)
+                | Change::DeleteProvider(_)
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -417,16 +429,7 @@ impl SqlStore {
         for c in changes {
             self.statements(c, now, &mut stmts)?;
         }
-        if changes.iter().any(|c| {
-            matches!(
-                c,
-                Change::Catalog
-                    | Change::Account(_)
-                    | Change::Key { .. }
-                    | Change::Provider(_)
-                    | Change::DeleteProvider(_)
-            )
-        }) {
+        if changes.iter().any(Change::is_catalog) {
             stmts.push(Stmt { sql: BUMP_CATALOG, args: vec![] });
         }
         on_db!(&self.db, |p| {
@@ -561,7 +564,6 @@ impl SqlStore {
                     T(Some(e.detail.to_string())),
                 ],
             }),
-            Change::Catalog => {}
             Change::Balance(id, delta) => out.push(Stmt {
                 sql: "UPDATE xai_accounts SET balance = balance + $2 WHERE id = $1",
                 args: vec![I(Some(id64(id.0)?)), I(Some(delta))],

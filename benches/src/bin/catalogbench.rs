@@ -12,11 +12,11 @@
 //!   cargo run --release -p xai-benches --bin catalogbench -- --people 10000
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
 
 use clap::Parser;
-use sqlx::Connection;
+use xai_benches::scratch::{ScratchDb, median, rand_u32};
 use xai_core::ids::{AccountId, KeyId, Level, ProviderId, UpstreamKeyId};
 use xai_core::money::Micros;
 use xai_core::policy::wire::PolicyPatch;
@@ -135,11 +135,6 @@ async fn seed(store: &SqlStore, a: &Args) -> Result<(usize, usize), String> {
     Ok((accounts.len(), keys.len()))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Rounds of both arms on one store; prints one table row per arm.
 async fn measure(name: &str, store: &SqlStore, cache: Option<&CatalogCache>, rounds: usize) -> Result<(), String> {
     let mut db_ms = Vec::new();
@@ -199,7 +194,8 @@ async fn run(a: Args) -> Result<(), String> {
     let sqlite = SqlStore::connect(&url, master.clone()).await.map_err(|e| e.to_string())?;
     let (accounts, keys) = seed(&sqlite, &a).await?;
     let cache = CatalogCache::connect(&a.redis, &prefix, sqlite.master()).map_err(|e| e.to_string())?;
-    let redis_up = sqlite.load_live(Some(&cache)).await.is_ok() && xai_store::catalog_cache::ERRORS.load(SEQ) == 0;
+    let redis_up =
+        sqlite.load_live(Some(&cache)).await.is_ok() && xai_store::catalog_cache::ERRORS.load(Ordering::Relaxed) == 0;
     if !redis_up {
         eprintln!("SKIPPED: the Redis arm (Redis unreachable at {})", a.redis);
     }
@@ -207,48 +203,30 @@ async fn run(a: Args) -> Result<(), String> {
     measure("SQLite", &sqlite, cache.as_ref(), a.rounds).await?;
     sqlite.close().await;
 
-    match tokio::time::timeout(Duration::from_secs(3), sqlx::PgConnection::connect(&a.postgres)).await {
-        Ok(Ok(mut conn)) => {
-            let db = format!("xai_bench_{:08x}", rand_u32());
-            sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut conn).await.map_err(|e| e.to_string())?;
-            let base = a.postgres.rsplit_once('/').map_or(a.postgres.as_str(), |(b, _)| b);
-            let r = async {
-                let pg = SqlStore::connect(&format!("{base}/{db}"), master).await.map_err(|e| e.to_string())?;
-                seed(&pg, &a).await?;
-                let cache = match &cache {
-                    Some(_) => Some(CatalogCache::connect(&a.redis, &prefix, pg.master()).map_err(|e| e.to_string())?),
-                    None => None,
-                };
-                let r = measure("Postgres", &pg, cache.as_ref(), a.rounds).await;
-                pg.close().await;
-                r
-            }
-            .await;
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut conn).await;
-            r?;
+    if let Some(db) = ScratchDb::create(&a.postgres).await? {
+        let r = async {
+            let pg = SqlStore::connect(&db.url, master).await.map_err(|e| e.to_string())?;
+            seed(&pg, &a).await?;
+            let cache = match &cache {
+                Some(_) => Some(CatalogCache::connect(&a.redis, &prefix, pg.master()).map_err(|e| e.to_string())?),
+                None => None,
+            };
+            let r = measure("Postgres", &pg, cache.as_ref(), a.rounds).await;
+            pg.close().await;
+            r
         }
-        Ok(Err(e)) => eprintln!("SKIPPED: Postgres unreachable at {} ({e})", a.postgres),
-        Err(_) => eprintln!("SKIPPED: Postgres did not answer within 3 s at {}", a.postgres),
+        .await;
+        db.drop_db().await;
+        r?;
     }
-    if let Ok(client) = redis_client(&a.redis) {
-        let _ = del_prefix(client, &prefix).await;
-    }
+    let _ = del_prefix(&a.redis, &prefix).await;
     println!("\n{accounts} accounts, {keys} virtual keys per database");
     Ok(())
 }
 
-const SEQ: std::sync::atomic::Ordering = std::sync::atomic::Ordering::SeqCst;
-
-fn rand_u32() -> u32 {
-    let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    t.subsec_nanos() ^ std::process::id().rotate_left(16)
-}
-
-fn redis_client(url: &str) -> Result<Arc<redis::Client>, String> {
-    redis::Client::open(url).map(Arc::new).map_err(|e| e.to_string())
-}
-
-async fn del_prefix(client: Arc<redis::Client>, prefix: &str) -> Result<(), String> {
+/// Deletes the run's Redis keys.
+async fn del_prefix(url: &str, prefix: &str) -> Result<(), String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
     let mut c = client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
     let keys: Vec<String> =
         redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut c).await.map_err(|e| e.to_string())?;

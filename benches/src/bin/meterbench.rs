@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
-use sqlx::Connection;
+use xai_benches::scratch::{ScratchDb, median};
 use xai_core::memory::InMemoryMeter;
 use xai_core::traits::{Meter, Reservation};
 use xai_store::secrets::MasterKey;
@@ -159,51 +159,15 @@ async fn sqlite_backend(dir: &std::path::Path) -> Result<Backend, String> {
     Ok(Backend { name: "sqlite", db: UsageDb::Sqlite(pool) })
 }
 
-/// Creates `xai_bench_<random>`; `Ok(None)` when Postgres is unreachable.
-async fn postgres_backend(admin: &str) -> Result<Option<(Backend, String)>, String> {
-    let mut conn = match tokio::time::timeout(Duration::from_secs(3), sqlx::PgConnection::connect(admin)).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            eprintln!("SKIPPED: Postgres unreachable at {admin} ({e}); start it (or pass --no-postgres)");
-            return Ok(None);
-        }
-        Err(_) => {
-            eprintln!("SKIPPED: Postgres at {admin} did not answer within 3 s");
-            return Ok(None);
-        }
-    };
-    let name = format!("xai_bench_{}_{:08x}", std::process::id(), rand_u32());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.map_err(|e| format!("create db: {e}"))?;
-    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
-    // What xai-server opens: the store's pool (16 connections, 3 s acquire bound) and every migration.
-    let store = SqlStore::connect(&format!("{base}/{name}"), MasterKey::generate())
+/// A scratch database opened as xai-server opens it: the store's pool (16 connections, 3 s acquire bound) and
+/// every migration; `Ok(None)` when Postgres is unreachable.
+async fn postgres_backend(admin: &str) -> Result<Option<(Backend, ScratchDb)>, String> {
+    let Some(scratch) = ScratchDb::create(admin).await? else { return Ok(None) };
+    let store = SqlStore::connect(&scratch.url, MasterKey::generate())
         .await
-        .map_err(|e| format!("connect {name}: {e}"))?;
+        .map_err(|e| format!("connect {}: {e}", scratch.name))?;
     let db = UsageDb::Postgres(store.postgres_pool().cloned().ok_or("no Postgres pool")?);
-    Ok(Some((Backend { name: "postgres", db }, name)))
-}
-
-fn rand_u32() -> u32 {
-    let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    (t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(16)).wrapping_mul(2_654_435_761)
-}
-
-async fn drop_postgres(admin: &str, name: &str) {
-    if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    Ok(Some((Backend { name: "postgres", db }, scratch)))
 }
 
 async fn run(args: &Args) -> Result<(), String> {
@@ -212,12 +176,12 @@ async fn run(args: &Args) -> Result<(), String> {
         (0..args.records as u64).map(|i| UsageRow::from(&xai_benches::usagegen::record(i, now))).collect();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut backends = vec![sqlite_backend(dir.path()).await?];
-    let mut pg_name = None;
+    let mut scratch = None;
     if !args.no_postgres
-        && let Some((b, name)) = postgres_backend(&args.postgres).await?
+        && let Some((b, db)) = postgres_backend(&args.postgres).await?
     {
         backends.push(b);
-        pg_name = Some(name);
+        scratch = Some(db);
     }
     let result = measure(args, &backends, &rows, now).await;
     for b in &backends {
@@ -226,8 +190,8 @@ async fn run(args: &Args) -> Result<(), String> {
             UsageDb::Postgres(p) => p.close().await,
         }
     }
-    if let Some(name) = pg_name {
-        drop_postgres(&args.postgres, &name).await;
+    if let Some(db) = scratch {
+        db.drop_db().await;
     }
     result
 }

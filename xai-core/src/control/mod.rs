@@ -262,7 +262,6 @@ impl ControlPlane {
         st.dirty.accounts.extend(scratch.dirty.accounts.drain());
         st.dirty.keys.extend(scratch.dirty.keys.drain());
         st.dirty.entries.extend(scratch.dirty.entries.drain());
-        st.dirty.catalog |= scratch.dirty.catalog;
         st.dirty.edited.extend(scratch.dirty.edited.drain());
         st.next_entry = scratch.next_entry;
         st.funded.extend(scratch.funded.drain());

@@ -19,8 +19,6 @@ pub(crate) struct Dirty {
     pub(crate) entries: HashSet<u64>,
     pub(crate) products: HashSet<u64>,
     pub(crate) audit: HashSet<u64>,
-    /// The tree changed in what instances cache of it (see [`Changes::catalog`]).
-    pub(crate) catalog: bool,
     /// Accounts changed by an admin action here, not only in balance (see [`Changes::edited`]).
     pub(crate) edited: HashSet<AccountId>,
 }
@@ -54,9 +52,6 @@ pub struct Changes {
     pub balance_deltas: std::collections::HashMap<AccountId, i64>,
     /// Per changed product: how much its `remaining` and today's `used` moved here since the last save.
     pub product_deltas: std::collections::HashMap<u64, (i64, i64)>,
-    /// An account or key changed by an admin action (not only balances moved by traffic): what other instances
-    /// cache of the tree is out of date, and the store raises its catalog version.
-    pub catalog: bool,
     /// The accounts of `accounts` changed here in more than their balance (created, renamed, moved, a policy or
     /// status set): their whole row is saved. The others only moved money, and only the movement is saved, so a
     /// spend saved here never writes back this instance's copy of a policy another instance has changed since.
@@ -64,6 +59,12 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// An account or key changed by an admin action (not only balances moved by traffic): what other instances
+    /// cache of the tree is out of date (the store raises its catalog version when it saves them).
+    pub fn catalog(&self) -> bool {
+        !self.edited.is_empty() || !self.keys.is_empty()
+    }
+
     /// Nothing to save.
     pub fn is_empty(&self) -> bool {
         self.accounts.is_empty()
@@ -248,9 +249,8 @@ impl ControlPlane {
     pub fn reload_tree(&self, accounts: Vec<Account>, keys: Vec<KeyChange>) -> Result<(), AdminError> {
         // Accounts billed since the save that preceded this reload keep their local balance (and stay marked),
         // so a request settled in between is not lost.
-        let (unsaved, catalog_unsaved, edited_unsaved) = self
-            .change_quiet(|st| Ok((st.dirty.accounts.clone(), st.dirty.catalog, st.dirty.edited.clone())))
-            .unwrap_or_default();
+        let (unsaved, edited_unsaved) =
+            self.change_quiet(|st| Ok((st.dirty.accounts.clone(), st.dirty.edited.clone()))).unwrap_or_default();
         let stored: BTreeMap<AccountId, i64> = accounts.iter().map(|a| (a.id, a.balance.0)).collect();
         self.change(|st| {
             // What moved here and is not saved yet stays on top of the stored balance.
@@ -281,7 +281,6 @@ impl ControlPlane {
             st.dirty.accounts.retain(|a| unsaved.contains(a));
             st.dirty.keys.clear();
             // Taking the stored tree is not a change to announce or version.
-            st.dirty.catalog = catalog_unsaved;
             st.dirty.edited = edited_unsaved;
             // Credits allocated on another instance fund an account here too; balances now reflect the store,
             // so meters take every settlement so far as applied (see `Funds::generation`).
@@ -356,7 +355,6 @@ impl ControlPlane {
                 c.product_deltas.insert(p.id, (now.0 - remaining, used_delta));
             }
             c.audit = st.audit.iter().filter(|e| d.audit.contains(&e.id)).cloned().collect();
-            c.catalog = d.catalog;
             c.edited = d.edited;
             Ok(c)
         })
@@ -383,7 +381,6 @@ impl ControlPlane {
             st.dirty.entries.extend(c.entries.iter().map(|e| e.id));
             st.dirty.products.extend(c.products.iter().map(|p| p.id));
             st.dirty.audit.extend(c.audit.iter().map(|e| e.id));
-            st.dirty.catalog |= c.catalog;
             st.dirty.edited.extend(c.edited.iter().copied());
             Ok(())
         });
@@ -401,7 +398,6 @@ impl State {
             self.accounts.iter().filter(|(id, a)| old_accounts.get(id) != Some(*a)).map(|(id, _)| *id).collect();
         let changed_keys: Vec<KeyId> =
             self.keys.iter().filter(|(id, k)| old_keys.get(id) != Some(*k)).map(|(id, _)| *id).collect();
-        self.dirty.catalog |= !changed_accounts.is_empty() || !changed_keys.is_empty();
         self.dirty.edited.extend(changed_accounts.iter().copied());
         self.dirty.accounts.extend(changed_accounts);
         self.dirty.keys.extend(changed_keys);
@@ -497,30 +493,30 @@ mod tests {
         let root = cp.create_account(Scope::Root, new_account("acme", None)).unwrap().account.id;
         let team = cp.create_account(Scope::Root, new_account("team", Some(root))).unwrap().account.id;
         let c = cp.take_changes();
-        assert!(c.catalog && c.edited == HashSet::from([root, team]), "created accounts are edits");
+        assert!(c.catalog() && c.edited == HashSet::from([root, team]), "created accounts are edits");
 
         cp.transfer(Scope::Root, root, Micros(10), None).unwrap();
         let c = cp.take_changes();
         assert_eq!(c.accounts.iter().map(|a| a.id).collect::<Vec<_>>(), [root]);
-        assert!(!c.catalog && c.edited.is_empty(), "a movement is not an edit: {c:?}");
+        assert!(!c.catalog() && c.edited.is_empty(), "a movement is not an edit: {c:?}");
         assert_eq!(c.balance_deltas[&root], 10);
 
         let patch: crate::control::AccountPatch = serde_json::from_str(r#"{"rpm": 5}"#).unwrap();
         cp.update_account(Scope::Root, team, patch).unwrap();
         cp.transfer(Scope::Root, root, Micros(5), None).unwrap();
         let c = cp.take_changes();
-        assert!(c.catalog && c.edited == HashSet::from([team]), "{c:?}");
+        assert!(c.catalog() && c.edited == HashSet::from([team]), "{c:?}");
         // A failed save keeps the distinction.
         cp.requeue(&c);
         let again = cp.take_changes();
-        assert!(again.catalog && again.edited == HashSet::from([team]));
+        assert!(again.catalog() && again.edited == HashSet::from([team]));
 
         // Taking the stored tree (another instance's rpm) is neither.
         let mut stored: Vec<Account> = cp.accounts(Scope::Root).into_iter().map(|v| v.account).collect();
         stored[1].policy.rpm = Some(9);
         cp.reload_tree(stored, vec![]).unwrap();
         let c = cp.take_changes();
-        assert!(!c.catalog && c.edited.is_empty(), "{c:?}");
+        assert!(!c.catalog() && c.edited.is_empty(), "{c:?}");
         assert_eq!(cp.account(Scope::Root, team).unwrap().account.policy.rpm, Some(9));
     }
 }

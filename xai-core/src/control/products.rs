@@ -186,6 +186,22 @@ fn positive(m: Micros, what: &str) -> Result<Micros, AdminError> {
 }
 
 impl State {
+    /// Who pays for a request of the account path `chain` (root first): the caller or its nearest ancestor that
+    /// was ever funded; `None` when nobody on the path was.
+    fn payer(&self, chain: &[AccountId]) -> Option<AccountId> {
+        chain.iter().rev().copied().find(|a| self.funded.contains(a))
+    }
+
+    /// The products of `account` active on `day`.
+    fn active_products(&self, account: AccountId, day: Day) -> impl Iterator<Item = &Product> {
+        self.products_of
+            .get(&account)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.products.get(id))
+            .filter(move |p| p.active_on(day))
+    }
+
     fn subtree_usage(&self, id: AccountId, day: Day) -> DayUsage {
         let mut t = DayUsage::default();
         for (a, u) in &self.usage {
@@ -287,15 +303,10 @@ impl ControlPlane {
             }
             // The payer: the caller, or its nearest funded ancestor (the caller itself when nobody on the path
             // was ever funded: the cost is then booked as unfunded).
-            let payer = rec.chain.iter().rev().copied().find(|a| st.funded.contains(a)).unwrap_or(rec.account);
+            let payer = st.payer(&rec.chain).unwrap_or(rec.account);
             *st.applied.entry(payer).or_default() += left;
             let mut ids: Vec<(u8, Day, u64)> = st
-                .products_of
-                .get(&payer)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| st.products.get(id))
-                .filter(|p| p.active_on(day))
+                .active_products(payer, day)
                 .map(|p| {
                     let (o, d) = p.order_key();
                     (o, d, p.id)
@@ -403,16 +414,8 @@ impl ControlPlane {
     pub fn funds(&self, chain: &[AccountId]) -> Option<crate::traits::Funds> {
         let day = Day::today();
         self.read(|st| {
-            let payer = chain.iter().rev().copied().find(|a| st.funded.contains(a))?;
-            let products: i64 = st
-                .products_of
-                .get(&payer)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| st.products.get(id))
-                .filter(|p| p.active_on(day))
-                .map(|p| p.left_on(day).0)
-                .sum();
+            let payer = st.payer(chain)?;
+            let products: i64 = st.active_products(payer, day).map(|p| p.left_on(day).0).sum();
             let balance = st.accounts.get(&payer).map_or(0, |a| a.balance.0.max(0));
             Some(crate::traits::Funds {
                 account: payer,

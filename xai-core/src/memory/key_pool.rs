@@ -117,16 +117,16 @@ impl InMemoryKeyPool {
     /// A stable name of a key's credential for remembering its state across restarts and config reorders (a
     /// SHA-256 under a context of its own, never the key): `None` for an unknown id.
     pub fn fingerprint(&self, id: UpstreamKeyId) -> Option<crate::secret::KeyDigest> {
-        self.levels
-            .values()
-            .flat_map(|lp| lp.slots.iter())
-            .find(|s| s.key.id == id)
-            .map(|s| crate::secret::KeyDigest::of(&format!("xai-upstream-key-state:{}", s.key.secret.expose())))
+        self.keys().find(|k| k.id == id).map(fingerprint_of)
     }
 
     /// Every key by [`InMemoryKeyPool::fingerprint`].
     pub fn fingerprints(&self) -> HashMap<crate::secret::KeyDigest, UpstreamKeyId> {
-        self.states.keys().filter_map(|id| self.fingerprint(*id).map(|f| (f, *id))).collect()
+        self.keys().map(|k| (fingerprint_of(k), k.id)).collect()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &crate::routing::UpstreamKey> {
+        self.levels.values().flat_map(|lp| lp.slots.iter()).map(|s| &s.key)
     }
 
     /// Disables or enables a key (an operator's decision, or a state restored at start); `false` for an unknown id.
@@ -197,6 +197,11 @@ impl KeyPool for InMemoryKeyPool {
             }
         }
     }
+}
+
+/// See [`InMemoryKeyPool::fingerprint`].
+fn fingerprint_of(k: &crate::routing::UpstreamKey) -> crate::secret::KeyDigest {
+    crate::secret::KeyDigest::of(&format!("xai-upstream-key-state:{}", k.secret.expose()))
 }
 
 #[cfg(test)]

@@ -459,7 +459,7 @@ mod tier {
         // An admin change raises the version: the copy is not used until the database's version is read again.
         let mut renamed = f.accounts[2].clone();
         renamed.policy = policy(r#"{"rpm": 7}"#);
-        store.save(&[Change::AccountMoved(&renamed, 0), Change::Catalog]).await.unwrap();
+        store.save(&[Change::AccountMoved(&renamed, 0)]).await.unwrap();
         assert_eq!(store.catalog_stamp().await.unwrap().1, version + 1);
         let (d, src) = store.load_live(Some(&cache)).await.unwrap();
         assert_eq!(src, CatalogSource::Database);
@@ -496,10 +496,10 @@ mod tier {
             .query_async(&mut conn)
             .await
             .unwrap();
-        store.save(&[Change::Catalog; 5]).await.unwrap(); // one save raises the version once
+        store.save(&[Change::AccountMoved(&renamed, 0); 5]).await.unwrap(); // one save raises the version once
         assert_eq!(store.catalog_stamp().await.unwrap().1, newest.version + 1);
         for _ in 0..4 {
-            store.save(&[Change::Catalog]).await.unwrap();
+            store.save(&[Change::AccountMoved(&renamed, 0)]).await.unwrap();
         }
         let (_, src) = store.load_live(Some(&cache)).await.unwrap();
         assert_eq!(src, CatalogSource::Database, "a copy sealed for another version does not open");
