@@ -247,49 +247,48 @@ impl ControlPlane {
     /// Takes the tree (accounts, keys) from a saved state written by another instance: the change feed calls this
     /// after an admin change elsewhere. Local changes must have been saved first; nothing here is marked changed.
     pub fn reload_tree(&self, accounts: Vec<Account>, keys: Vec<KeyChange>) -> Result<(), AdminError> {
-        // Accounts billed since the save that preceded this reload keep their local balance (and stay marked),
-        // so a request settled in between is not lost.
-        let (unsaved, edited_unsaved) =
-            self.change_quiet(|st| Ok((st.dirty.accounts.clone(), st.dirty.edited.clone()))).unwrap_or_default();
+        // One critical section: a settlement or a save between reading what is unsaved here and taking the stored
+        // tree would otherwise be lost, or saved against the wrong baseline (counted twice).
+        let mut st = self.state.lock();
+        // Accounts billed since the save that preceded this reload keep what moved here on top of the stored
+        // balance (and stay marked), so a request settled in between is neither lost nor counted twice.
+        let local: BTreeMap<AccountId, i64> = st
+            .dirty
+            .accounts
+            .iter()
+            .filter_map(|id| {
+                st.accounts.get(id).map(|a| (*id, a.balance.0 - st.saved_balance.get(id).copied().unwrap_or(0)))
+            })
+            .collect();
         let stored: BTreeMap<AccountId, i64> = accounts.iter().map(|a| (a.id, a.balance.0)).collect();
-        self.change(|st| {
-            // What moved here and is not saved yet stays on top of the stored balance.
-            let local: BTreeMap<AccountId, i64> = unsaved
-                .iter()
-                .filter_map(|id| {
-                    st.accounts.get(id).map(|a| (*id, a.balance.0 - st.saved_balance.get(id).copied().unwrap_or(0)))
-                })
-                .collect();
-            st.accounts = accounts
-                .into_iter()
-                .map(|mut a| {
-                    if let Some(d) = local.get(&a.id) {
-                        a.balance = Micros(a.balance.0.saturating_add(*d));
-                    }
-                    (a.id, a)
-                })
-                .collect();
-            st.keys = keys
-                .into_iter()
-                .map(|k| (k.key.id, KeyRecord { key: k.key, name: k.name, created_at: k.created_at }))
-                .collect();
-            st.next_account = st.next_account.max(st.accounts.keys().map(|a| a.0).max().unwrap_or(0) + 1);
-            st.next_key = st.next_key.max(st.keys.keys().map(|k| k.0).max().unwrap_or(0) + 1);
-            Ok(())
-        })?;
-        self.change_quiet(|st| {
-            st.dirty.accounts.retain(|a| unsaved.contains(a));
-            st.dirty.keys.clear();
-            // Taking the stored tree is not a change to announce or version.
-            st.dirty.edited = edited_unsaved;
-            // Credits allocated on another instance fund an account here too; balances now reflect the store,
-            // so meters take every settlement so far as applied (see `Funds::generation`).
-            let given: Vec<AccountId> = st.accounts.values().filter(|a| a.balance.0 > 0).map(|a| a.id).collect();
-            st.funded.extend(given);
-            st.saved_balance.extend(stored.iter().map(|(id, b)| (*id, *b)));
-            st.generation += 1;
-            Ok(())
-        })
+        let mut next = st.clone_shallow();
+        next.accounts = accounts
+            .into_iter()
+            .map(|mut a| {
+                if let Some(d) = local.get(&a.id) {
+                    a.balance = Micros(a.balance.0.saturating_add(*d));
+                }
+                (a.id, a)
+            })
+            .collect();
+        next.keys = keys
+            .into_iter()
+            .map(|k| (k.key.id, KeyRecord { key: k.key, name: k.name, created_at: k.created_at }))
+            .collect();
+        self.store.replace(next.catalog()).map_err(|e| AdminError::Invalid(e.to_string()))?;
+        st.next_account = st.next_account.max(next.accounts.keys().map(|a| a.0).max().unwrap_or(0) + 1);
+        st.next_key = st.next_key.max(next.keys.keys().map(|k| k.0).max().unwrap_or(0) + 1);
+        st.accounts = next.accounts;
+        st.keys = next.keys;
+        // Taking the stored tree is not a change to save, announce or version.
+        st.dirty.keys.clear();
+        // Credits allocated on another instance fund an account here too; balances now reflect the store,
+        // so meters take every settlement so far as applied (see `Funds::generation`).
+        let given: Vec<AccountId> = st.accounts.values().filter(|a| a.balance.0 > 0).map(|a| a.id).collect();
+        st.funded.extend(given);
+        st.saved_balance.extend(stored);
+        st.generation += 1;
+        Ok(())
     }
 
     /// Takes the products from a saved state written by another instance (with [`ControlPlane::reload_tree`]):
@@ -483,6 +482,24 @@ mod tests {
         assert_eq!(back.import(&cfg).unwrap(), 1);
         assert_eq!(back.import(&cfg).unwrap(), 0);
         assert_eq!(back.total_balance(), back.ledger_net());
+    }
+
+    /// Money that moved here and is not saved yet when the stored tree is taken stays on top of the stored
+    /// balance and is saved once: the reload used to read the baseline from its scratch copy (empty), so it added
+    /// the whole local balance again (a cluster test saw 30 + 30 − 2 = 58 where 28 was right).
+    #[test]
+    fn a_reload_keeps_an_unsaved_movement_once() {
+        let cp = ControlPlane::new(Catalog::default()).unwrap();
+        let root = cp.create_account(Scope::Root, new_account("acme", None)).unwrap().account.id;
+        cp.transfer(Scope::Root, root, Micros(30), None).unwrap();
+        let _ = cp.take_changes(); // saved: 30
+        cp.transfer(Scope::Root, root, Micros(-2), None).unwrap(); // moved here, not saved
+        let stored: Vec<Account> =
+            cp.accounts(Scope::Root).into_iter().map(|v| Account { balance: Micros(30), ..v.account }).collect();
+        cp.reload_tree(stored, vec![]).unwrap();
+        assert_eq!(cp.account(Scope::Root, root).unwrap().account.balance, Micros(28));
+        let c = cp.take_changes();
+        assert_eq!(c.balance_deltas.get(&root), Some(&-2), "{c:?}");
     }
 
     /// Only an admin edit marks an account's row (and the catalog) changed; money moved by transfers, and the
