@@ -640,36 +640,44 @@ impl SqlStore {
     /// is then refreshed), with balances and products always read from the database. The ledger is not read
     /// (instances do not reload it); the snapshot's `ledger` stays empty.
     pub async fn load_live(&self, cache: Option<&CatalogCache>) -> Result<(Snapshot, CatalogSource), StoreError> {
-        let (stamp, balances, products) = on_db!(&self.db, |p| {
-            let mut tx = p.begin_with(self.read_tx()).await?;
-            let stamp: (String, i64) = sqlx::query_as(CATALOG_STAMP).fetch_one(&mut *tx).await?;
-            let b: Vec<(i64, i64)> = sqlx::query_as(BALANCES).fetch_all(&mut *tx).await?;
-            let pr: Vec<ProductT> = sqlx::query_as(PRODUCTS).fetch_all(&mut *tx).await?;
-            tx.commit().await?;
-            (stamp, b, pr)
-        });
-        let cached = match cache {
-            Some(c) => c.get(&stamp.0, stamp.1).await,
-            None => None,
-        };
-        let (mut rows, source) = match cached {
-            Some(rows) => (rows, CatalogSource::Redis),
-            None => {
-                let rows = self.catalog_rows().await?;
-                if let Some(c) = cache {
-                    c.put(&rows).await;
+        if let Some(c) = cache {
+            let (stamp, balances, products) = on_db!(&self.db, |p| {
+                let mut tx = p.begin_with(self.read_tx()).await?;
+                let stamp: (String, i64) = sqlx::query_as(CATALOG_STAMP).fetch_one(&mut *tx).await?;
+                let b: Vec<(i64, i64)> = sqlx::query_as(BALANCES).fetch_all(&mut *tx).await?;
+                let pr: Vec<ProductT> = sqlx::query_as(PRODUCTS).fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                (stamp, b, pr)
+            });
+            if let Some(mut rows) = c.get(&stamp.0, stamp.1).await {
+                // Money is never taken from a cache: the balances read with the stamp overlay the cached rows'
+                // (an account created since the cached version is not in the rows yet; the next version brings
+                // it).
+                let balances: HashMap<i64, i64> = balances.into_iter().collect();
+                for a in &mut rows.accounts {
+                    if let Some(b) = balances.get(&a.0) {
+                        a.6 = *b;
+                    }
                 }
-                (rows, CatalogSource::Database)
-            }
-        };
-        // Money is never taken from a cache: the balances read above overlay the cached rows' (an account created
-        // since the cached version is not in the rows yet; the next version brings it).
-        let balances: HashMap<i64, i64> = balances.into_iter().collect();
-        for a in &mut rows.accounts {
-            if let Some(b) = balances.get(&a.0) {
-                a.6 = *b;
+                return Ok((self.live_snapshot(rows, products)?, CatalogSource::Redis));
             }
         }
+        // From the database: the rows, their balances and the products of one transaction.
+        let (rows, products) = on_db!(&self.db, |p| {
+            let mut tx = p.begin_with(self.read_tx()).await?;
+            let rows = read_catalog_rows!(tx);
+            let pr: Vec<ProductT> = sqlx::query_as(PRODUCTS).fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            (rows, pr)
+        });
+        if let Some(c) = cache {
+            c.put(&rows).await;
+        }
+        Ok((self.live_snapshot(rows, products)?, CatalogSource::Database))
+    }
+
+    /// The snapshot of [`SqlStore::load_live`]: the catalog, and the products of the accounts it holds.
+    fn live_snapshot(&self, rows: CatalogRows, products: Vec<ProductT>) -> Result<Snapshot, StoreError> {
         let mut snap = Snapshot::default();
         self.open_catalog_rows(rows, &mut snap)?;
         let known: std::collections::HashSet<AccountId> = snap.catalog.accounts.iter().map(|a| a.id).collect();
@@ -679,7 +687,7 @@ impl SqlStore {
                 snap.products.push(p);
             }
         }
-        Ok((snap, source))
+        Ok(snap)
     }
 
     /// The catalog rows as stored (upstream keys sealed), tagged with the database's epoch and catalog version
